@@ -1,0 +1,28 @@
+"""torchawp: adversarial training with Adversarial Weight Perturbation (Wu, Xia & Wang, 2020).
+
+Quick use in your own loop::
+
+    import torchawp
+    awp = torchawp.AWP(model, gamma=0.01)
+    pgd = torchawp.attacks.PGD(eps=8/255, step_size=2/255, steps=10)
+    x_adv = pgd(model, x, y)
+    with awp.perturbed(lambda m: F.cross_entropy(m(x_adv), y)):
+        loss = F.cross_entropy(model(x_adv), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+"""
+
+from . import attacks, data, methods, models, perturb
+from .attacks import FGSM, PGD
+from .awp import AWP
+from .checkpoint import load
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
+from .evaluate import evaluate
+from .models import create_model
+from .train import RunResult, Trainer, train
+
+__version__ = "0.1.0"
+
+__all__ = ["AWP", "CheckpointError", "ConfigError", "DataError", "FGSM", "PGD", "RunResult",
+           "TorchAWPError", "TrainConfig", "Trainer", "attacks", "create_model", "data",
+           "evaluate", "load", "methods", "models", "perturb", "train"]

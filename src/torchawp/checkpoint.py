@@ -1,0 +1,168 @@
+"""Checkpoints: weights in safetensors, the rest loaded with ``weights_only=True``.
+
+A run directory holds ``best.safetensors`` and ``last.safetensors`` (weights plus a JSON header:
+the model's spec, the epoch, the config and the epoch's metrics) and ``last.state.pt`` (optimizer,
+scheduler, RNG states: tensors and plain containers only, so loading it runs no code). Every
+file is written to a temporary name, fsynced and renamed, so a crash leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .runtime import AutocastModel
+
+FORMAT = 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's model inside DDP, ``torch.compile`` and autocast wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, AutocastModel)):
+            model = model.module
+        else:
+            return model
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp_path)``, fsync, then rename over ``path`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def save_weights(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Weights (parameters and persistent buffers) to safetensors, ``meta`` as JSON header."""
+    from safetensors.torch import save_file
+
+    model = unwrap(model)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header = dict(meta, format=FORMAT, model_spec=getattr(model, "spec", None) or None)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
+                                             metadata={"torchawp": json.dumps(header)}))
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, meta)`` of a ``.safetensors`` checkpoint."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(header.get("torchawp", "{}"))
+    except Exception as exc:  # truncated or corrupt file, or not safetensors at all
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                              ) from None
+    return tensors, meta
+
+
+def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, turning a shape or key mismatch into one clear line."""
+    model = unwrap(model)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        what = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} "
+                f"wrong-shape tensors" + (f" (e.g. {wrong[0]}: checkpoint "
+                                          f"{tuple(state[wrong[0]].shape)}, model "
+                                          f"{tuple(own[wrong[0]].shape)})" if wrong else ""))
+        raise CheckpointError(f"{source} does not fit this model ({what}); it was saved from "
+                              f"another architecture or number of classes")
+    model.load_state_dict(state)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Training state (tensors and plain containers only) with ``torch.save``, atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load training state with ``weights_only=True``: a pickle that would run code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"refusing to load {path}: it holds objects beyond tensors and "
+                              f"plain containers, and unpickling them could run code "
+                              f"({str(exc).splitlines()[0][:120]})") from None
+    except Exception as exc:
+        raise CheckpointError(f"training state {path} is corrupt or truncated "
+                              f"({type(exc).__name__}); resume from another run") from None
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
+    """A run directory (-> its ``best`` or ``last`` weights) or a ``.safetensors`` file."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / f"{which}.safetensors"
+        if not candidate.is_file():
+            raise CheckpointError(f"{path} has no {which}.safetensors: not a torchawp run "
+                                  f"directory, or the run has not finished an epoch")
+        return candidate
+    if path.suffix in (".pt", ".pth", ".pkl", ".ckpt"):
+        raise CheckpointError(f"{path} is a pickle; torchawp loads weights from .safetensors "
+                              f"only (convert with safetensors.torch.save_file)")
+    return path
+
+
+def load(path: str | Path, which: str = "best", device: str | torch.device = "cpu",
+         model: Optional[nn.Module] = None) -> nn.Module:
+    """Load a trained model in eval mode: ``torchawp.load("runs/my_run")``.
+
+    Args:
+        path: a run directory or a ``.safetensors`` checkpoint.
+        which: ``"best"`` or ``"last"`` when ``path`` is a run directory.
+        device: where to put the model.
+        model: an instance to load into (needed for models built outside the registry).
+    """
+    from .models import model_from_spec
+
+    file = resolve_checkpoint(path, which)
+    state, meta = read_weights(file)
+    if model is None:
+        spec = meta.get("model_spec")
+        if not spec:
+            raise CheckpointError(f"{file} does not say which model it holds; pass model= "
+                                  f"(an instance of the architecture) to load it into")
+        model = model_from_spec(spec)
+    load_state_dict_into(model, state, str(file))
+    model.checkpoint_meta = meta
+    return model.to(device).eval()

@@ -1,0 +1,200 @@
+"""The ``torchawp`` command: thin; it parses, calls the engines and prints.
+
+    torchawp train [--config RECIPE_OR_YAML] [--any.field VALUE ...]
+    torchawp eval RUN_DIR_OR_CHECKPOINT [--which best|last|both] [--attacks pgd20 ...]
+    torchawp list
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from typing import Optional, Sequence
+
+from .errors import ConfigError, TorchAWPError
+
+
+def _train_parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from .config import TrainConfig
+
+    parser = ArgumentParser(prog="torchawp train", exit_on_error=False,
+                            description="Adversarial training with or without AWP.")
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="YAML recipe: a path or the name of a shipped recipe "
+                             "(torchawp list)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config and exit")
+    parser.add_class_arguments(TrainConfig)
+    return parser
+
+
+def _option_value(argv: list[str], option: str) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _resolve_recipes(argv: list[str]) -> list[str]:
+    """Recipe names to paths. With no --config, training on digits starts from the shipped
+    ``digits`` recipe (the offline default job); other datasets start from the TrainConfig
+    defaults, the paper's CIFAR protocol."""
+    from .config import recipe_path
+
+    out = list(argv)
+    if _option_value(out, "--config") is None and _option_value(out, "--data.name") in (
+            None, "digits"):
+        out = ["--config", "digits"] + out
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = str(recipe_path(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + str(recipe_path(arg.split("=", 1)[1]))
+    return out
+
+
+def _one_line(exc: Exception, parser=None) -> str:
+    """jsonargparse's multi-line messages, cut to the line a user needs."""
+    text = str(exc)
+    unknown = re.match(r"unrecognized arguments: (\S+)", text)
+    if unknown and parser is not None:
+        options = [s for a in parser._actions for s in a.option_strings]
+        hint = difflib.get_close_matches(unknown.group(1), options, n=1)
+        return f"unknown option {unknown.group(1)}" + (f"; did you mean {hint[0]}?" if hint else "")
+    key = re.search(r'Parser key "([^"]+)"', text)
+    given = re.search(r"Given value: (.*)", text)
+    if key and given:
+        expected = re.findall(r"Expected a <class '(\w+)'>", text)
+        want = f" (expected {' or '.join(dict.fromkeys(expected))})" if expected else ""
+        return f"invalid value {given.group(1).strip()!r} for {key.group(1)}{want}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def cmd_train(argv: list[str]) -> int:
+    import yaml
+
+    from .config import from_dict, to_dict, validate
+    from .train import Trainer, summary_table
+
+    parser = _train_parser()
+    try:
+        ns = parser.parse_args(_resolve_recipes(argv))
+    except argparse.ArgumentError as exc:
+        raise ConfigError(_one_line(exc, parser)) from None
+    except Exception as exc:  # jsonargparse raises a few other types on bad YAML and values
+        if isinstance(exc, TorchAWPError):
+            raise
+        raise ConfigError(_one_line(exc, parser)) from None
+    values = ns.as_dict()
+    dry_run = values.pop("dry_run", False)
+    values.pop("config", None)
+    values.pop("__path__", None)
+    cfg = validate(from_dict(values))
+    if dry_run:
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    trainer = Trainer(cfg)
+    result = trainer.fit()
+    if trainer.dist.is_main:
+        print(f"\n{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
+              f"{cfg.attack.eps:.4g}, PGD-{cfg.eval.steps} (eval mode); run: {result.run_dir}")
+        print(summary_table(result))
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    parser = argparse.ArgumentParser(prog="torchawp eval",
+                                     description="Clean and robust accuracy of a checkpoint.")
+    parser.add_argument("path", help="run directory or .safetensors checkpoint")
+    parser.add_argument("--which", choices=["best", "last", "both"], default="both",
+                        help="for a run directory: which checkpoint(s) (default both)")
+    parser.add_argument("--attacks", nargs="+", default=["pgd20"],
+                        help="fgsm, pgdK (CE), cwK (margin); default pgd20")
+    parser.add_argument("--n-examples", type=int, default=None, help="first N test images")
+    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--eps", type=float, default=None, help="default: the training eps")
+    parser.add_argument("--norm", choices=["linf", "l2"], default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default=None)
+    args = _parse(parser, argv)
+    from pathlib import Path
+    whiches = ["best", "last"] if args.which == "both" and Path(args.path).is_dir() else (
+        [args.which] if args.which != "both" else ["best"])
+    rows = []
+    for which in whiches:
+        r = evaluate_checkpoint(args.path, which, args.attacks, args.n_examples, args.device,
+                                args.data_dir, restarts=args.restarts, eps=args.eps,
+                                norm=args.norm)
+        rows.append((which, r))
+    first = rows[0][1]
+    print(f"{args.path}: test set, {first['n']} images, {first['norm']} eps {first['eps']:.4g}")
+    cols = ["clean"] + list(args.attacks) + (["robust"] if len(args.attacks) > 1 else [])
+    print(f"{'checkpoint':<16}" + "".join(f"{c:>10}" for c in cols))
+    for which, r in rows:
+        label = f"{which} (epoch {r['epoch'] + 1})" if r.get("epoch") is not None else which
+        print(f"{label:<16}" + "".join(f"{100 * r[c + '_acc']:>10.2f}" for c in cols))
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    from .attacks import ATTACKS
+    from .config import RECIPE_DIR
+    from .data import DATASETS
+    from .methods import METHODS, method_names
+    from .models import MODELS
+
+    _parse(argparse.ArgumentParser(prog="torchawp list"), argv)
+    print("methods:  " + ", ".join(method_names()))
+    for spec in METHODS.values():
+        print(f"  {spec.name:<8} attack loss {spec.attack_loss}, BN {spec.bn_mode} while "
+              f"crafting, AWP gamma {spec.awp_gamma} warmup {spec.awp_warmup}; {spec.paper}")
+    print("models:   " + ", ".join(sorted(MODELS)))
+    print("datasets: " + ", ".join(sorted(DATASETS)))
+    print("attacks:  " + ", ".join(sorted(ATTACKS)) + " (eval names: fgsm, pgdK, cwK)")
+    print("recipes:  " + ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))))
+    return 0
+
+
+def _parse(parser: argparse.ArgumentParser, argv):
+    parser.exit_on_error = False
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "list": cmd_list}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        hint = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        print(f"torchawp: error: unknown command {command!r}"
+              + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(COMMANDS)})"),
+              file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](rest)
+    except TorchAWPError as exc:
+        print(f"torchawp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("torchawp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

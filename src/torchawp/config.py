@@ -1,0 +1,321 @@
+"""Typed configuration: plain dataclasses with defaults next to their meaning.
+
+YAML recipes (``torchawp/configs/*.yaml``) fill these, the command line overrides any field
+(``--awp.gamma 0.005``), and :func:`validate` checks every value once, at load, raising a
+:class:`~torchawp.errors.ConfigError` that names the field and the allowed range.
+
+Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for CIFAR L-inf).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+NORMS = ("linf", "l2")
+BN_MODES = ("train", "eval")
+SCHEDULES = ("piecewise", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUGMENTS = ("auto", "none", "crop-flip", "crop")
+
+
+@dataclass
+class DataConfig:
+    """Which data, where from, and how it is split and batched.
+
+    Attributes:
+        name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline).
+        data_dir: folder holding the dataset files (None: the dataset's default location).
+        batch_size: training batch size (the global batch under DDP).
+        val_size: held-out validation images taken from the training set (seeded); picks the
+            best checkpoint. 0 disables selection (best = last).
+        split_seed: seed of the validation split (fixed across training seeds on purpose).
+        augment: auto (per dataset: crop-flip for CIFAR, none otherwise), none, crop-flip, crop.
+        train_subset: use only this many training images (None: all); for quick studies.
+        extra_data: RST only: .npz file with pseudo-labelled extra images (images uint8 NHWC
+            or NCHW, labels int).
+        unlabeled_fraction: RST only: fraction of every batch drawn from extra_data.
+    """
+
+    name: str = "cifar10"
+    data_dir: Optional[str] = None
+    batch_size: int = 128
+    val_size: int = 1000
+    split_seed: int = 0
+    augment: str = "auto"
+    train_subset: Optional[int] = None
+    extra_data: Optional[str] = None
+    unlabeled_fraction: float = 0.5
+
+
+@dataclass
+class AttackConfig:
+    """The training attack (PGD) and its threat model.
+
+    Attributes:
+        norm: threat model, linf or l2.
+        eps: radius in [0,1] pixel units (8/255 L-inf, 128/255 L2 for CIFAR).
+        step_size: PGD step in the same units.
+        steps: PGD iterations (10 in the paper's training).
+        bn_mode: BatchNorm mode while crafting: train (Rice et al., batch statistics, running
+            statistics left untouched) or eval. None: the method's own default.
+    """
+
+    norm: str = "linf"
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+    bn_mode: Optional[str] = None
+
+
+@dataclass
+class AWPConfig:
+    """Adversarial weight perturbation (Wu et al. 2020), used by the *-awp methods.
+
+    Attributes:
+        gamma: relative size of the weight perturbation, ||v_l|| = gamma * ||w_l||; <= 0 turns
+            AWP off. None: the method's default (AT 0.01, TRADES/MART/RST 0.005).
+        warmup_epochs: epochs trained without AWP first. None: the method's default.
+        steps: ascent steps (1 in the paper; more steps project back onto the ball).
+        scale: layer (per-tensor ball, the paper) or global (one ball over all tensors, RWP).
+    """
+
+    gamma: Optional[float] = None
+    warmup_epochs: Optional[int] = None
+    steps: int = 1
+    scale: str = "layer"
+
+
+@dataclass
+class OptimConfig:
+    """SGD and its learning-rate schedule (stepped every iteration).
+
+    Attributes:
+        lr: peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        nesterov: Nesterov momentum.
+        schedule: piecewise (x gamma at each milestone), cosine, or constant.
+        milestones: piecewise only: epochs where the LR is multiplied by lr_decay.
+        lr_decay: piecewise only: the factor.
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "piecewise"
+    milestones: list[int] = field(default_factory=lambda: [100, 150])
+    lr_decay: float = 0.1
+
+
+@dataclass
+class EvalConfig:
+    """What is measured after every epoch (eval mode, PGD on the training threat model).
+
+    Attributes:
+        steps: PGD steps of the per-epoch robust evaluation (PGD-20).
+        restarts: random restarts of that PGD.
+        max_examples: evaluate at most this many val and test images per epoch (None: all).
+        train_examples: training images (a fixed subset) whose robust accuracy is measured per
+            epoch, at w and in eval mode, for the robust generalization gap (0: none).
+        every: evaluate every this many epochs (the last epoch is always evaluated).
+    """
+
+    steps: int = 20
+    restarts: int = 1
+    max_examples: Optional[int] = None
+    train_examples: int = 1000
+    every: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """One training run. The defaults are the paper's CIFAR-10 protocol (Rice et al.: PGD-10 AT,
+    L-inf 8/255, SGD 0.1 with drops at epochs 100 and 150, 200 epochs, PreActResNet-18); the
+    offline default job is the shipped ``digits`` recipe (:func:`load_recipe`).
+
+    Attributes:
+        method: at, trades, mart, rst, each also as X-awp (see ``torchawp list``).
+        model: model name from the registry (see ``torchawp list``).
+        model_args: extra keyword arguments of the model (e.g. {depth: 28, widen_factor: 10}).
+        epochs: training epochs.
+        beta: TRADES / MART / RST trade-off between the clean and robust terms.
+        seed: seed of initialisation, data order, augmentation and attacks.
+        device: auto (cuda if present, else cpu), cpu, cuda, cuda:N.
+        precision: fp32, bf16 (autocast on CPU and CUDA) or fp16 (CUDA, with a GradScaler).
+        channels_last: NHWC memory format for convolutions (fast with AMP on GPUs/AMX CPUs).
+        compile: torch.compile the model.
+        threads: CPU threads for torch (None: torch's default).
+        out_dir: run directory (None: runs/<time>_<method>_<dataset>_<model>).
+        resume: continue the run in out_dir from its last checkpoint if there is one.
+        progress: show a progress bar.
+    """
+
+    method: str = "at-awp"
+    model: str = "preact_resnet18"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 200
+    beta: float = 6.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    threads: Optional[int] = None
+    out_dir: Optional[str] = None
+    resume: bool = False
+    progress: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    awp: AWPConfig = field(default_factory=AWPConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {allowed} (got {value!r})")
+
+
+def _one_of(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(
+            f"{name} must be one of {', '.join(map(str, choices))} (got {value!r}){did_you_mean}"
+        )
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every field of ``cfg``; raise :class:`ConfigError` naming the first bad one."""
+    from .data import DATASETS
+    from .methods import method_names
+    from .models import MODELS
+
+    _one_of("method", cfg.method, method_names())
+    _one_of("model", cfg.model, sorted(MODELS))
+    _one_of("data.name", cfg.data.name, sorted(DATASETS))
+    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
+    _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
+    _one_of("precision", cfg.precision, PRECISIONS)
+    _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
+    _check(
+        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")
+        or cfg.device == "mps",
+        "device", cfg.device, "auto, cpu, cuda, cuda:N or mps",
+    )
+    d = cfg.data
+    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
+    _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
+    _one_of("data.augment", d.augment, AUGMENTS)
+    _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
+           "None or >= 1")
+    _check(0.0 <= d.unlabeled_fraction < 1.0, "data.unlabeled_fraction", d.unlabeled_fraction,
+           "in [0, 1)")
+    a = cfg.attack
+    _one_of("attack.norm", a.norm, NORMS)
+    _check(0.0 <= a.eps <= 1.0, "attack.eps", a.eps, "in [0, 1] (pixel units; 8/255 = 0.0314)")
+    _check(0.0 <= a.step_size <= 1.0, "attack.step_size", a.step_size, "in [0, 1] (pixel units)")
+    _check(a.steps >= 0, "attack.steps", a.steps, "an integer >= 0")
+    if a.bn_mode is not None:
+        _one_of("attack.bn_mode", a.bn_mode, BN_MODES)
+    w = cfg.awp
+    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0 (0 turns AWP off)")
+    _check(w.warmup_epochs is None or w.warmup_epochs >= 0, "awp.warmup_epochs",
+           w.warmup_epochs, ">= 0")
+    _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
+    _one_of("awp.scale", w.scale, ("layer", "global"))
+    o = cfg.optim
+    _check(o.lr > 0, "optim.lr", o.lr, "> 0")
+    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
+    _one_of("optim.schedule", o.schedule, SCHEDULES)
+    _check(all(m >= 0 for m in o.milestones), "optim.milestones", o.milestones,
+           "a list of epochs >= 0")
+    _check(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    e = cfg.eval
+    _check(e.steps >= 0, "eval.steps", e.steps, "an integer >= 0")
+    _check(e.restarts >= 1, "eval.restarts", e.restarts, "an integer >= 1")
+    _check(e.max_examples is None or e.max_examples >= 1, "eval.max_examples", e.max_examples,
+           "None or >= 1")
+    _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
+    _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
+    if cfg.method.startswith("rst") and not d.extra_data:
+        raise ConfigError(
+            "method rst needs data.extra_data: an .npz of pseudo-labelled images "
+            "(make one with `torchawp pseudo-label`)"
+        )
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain data (what ``config.yaml`` in a run directory holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], cls=TrainConfig):
+    """Build a (nested) config dataclass from plain data, rejecting unknown keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a {cls.__name__} must be a mapping (got {type(data).__name__})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            hint = difflib.get_close_matches(key, list(fields), n=1)
+            did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"unknown config key {key!r} in {cls.__name__}{did_you_mean}")
+        sub = _NESTED.get((cls, key))
+        kwargs[key] = from_dict(value, sub) if sub is not None else value
+    return cls(**kwargs)
+
+
+_NESTED = {
+    (TrainConfig, "data"): DataConfig,
+    (TrainConfig, "attack"): AttackConfig,
+    (TrainConfig, "awp"): AWPConfig,
+    (TrainConfig, "optim"): OptimConfig,
+    (TrainConfig, "eval"): EvalConfig,
+}
+
+
+RECIPE_DIR = Path(__file__).parent / "configs"
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """Resolve ``--config``: a YAML path, or the name of a recipe shipped in the package."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for candidate in (RECIPE_DIR / path.name, RECIPE_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    names = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    hint = difflib.get_close_matches(path.stem, names, n=1)
+    did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise ConfigError(
+        f"config {name_or_path!r} is neither a file nor a shipped recipe{did_you_mean} "
+        f"(recipes: torchawp list)"
+    )
+
+
+def load_recipe(name: str = "digits") -> TrainConfig:
+    """A shipped recipe by name (``torchawp list`` shows them); ``digits`` is the offline
+    default job."""
+    return load_config(recipe_path(name))
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a YAML recipe into a :class:`TrainConfig` (not yet validated)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(data)

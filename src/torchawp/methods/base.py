@@ -1,0 +1,84 @@
+"""A training method is data plus one loss function.
+
+The data say how the method attacks (attack loss, random start, BatchNorm mode while crafting)
+and what its AWP defaults are; the loss function computes the training loss, which is also the
+loss AWP ascends (the authors' AWP scripts use each method's own loss for the ascent). Adding a
+method is one small file that calls :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from ..attacks import PGD
+from ..errors import ConfigError
+
+
+class LossOutput(NamedTuple):
+    loss: torch.Tensor         # scalar training loss
+    logits_adv: torch.Tensor   # logits on the adversarial inputs (for train metrics)
+
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float], LossOutput]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One adversarial training method.
+
+    Attributes:
+        name: registry name (``X-awp`` is the same method with AWP).
+        loss: ``loss(model, x, x_adv, y, beta) -> LossOutput``, in train mode.
+        attack_loss: what the inner PGD maximises: ce, kl (TRADES) or margin.
+        random_start: uniform (Madry/Rice) or normal (0.001 N(0,1), TRADES/MART).
+        bn_mode: BatchNorm mode while crafting (train for AT as in Rice et al.; eval otherwise).
+        awp_gamma, awp_warmup: the authors' AWP defaults for this method.
+        needs_extra_data: RST: batches mix in pseudo-labelled extra data.
+        paper: the reference.
+    """
+
+    name: str
+    loss: LossFn
+    attack_loss: str = "ce"
+    random_start: str = "uniform"
+    bn_mode: str = "eval"
+    awp_gamma: float = 0.005
+    awp_warmup: int = 10
+    needs_extra_data: bool = False
+    paper: str = ""
+
+    def attack(self, norm: str, eps: float, step_size: float, steps: int,
+               bn_mode: Optional[str] = None) -> PGD:
+        """The method's training attack on the given threat model."""
+        return PGD(norm=norm, eps=eps, step_size=step_size, steps=steps,
+                   random_start=self.random_start, loss=self.attack_loss,
+                   bn_mode=bn_mode or self.bn_mode)
+
+
+METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    METHODS[spec.name] = spec
+    return spec
+
+
+def method_names() -> list[str]:
+    """Every method name, each also as ``X-awp``."""
+    return sorted([n for n in METHODS] + [f"{n}-awp" for n in METHODS])
+
+
+def get_method(name: str) -> tuple[MethodSpec, bool]:
+    """``"trades-awp"`` -> (the TRADES spec, True)."""
+    base, awp = (name[:-4], True) if name.endswith("-awp") else (name, False)
+    if base not in METHODS:
+        hint = difflib.get_close_matches(name, method_names(), n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(f"unknown method {name!r}{did_you_mean} "
+                          f"(methods: {', '.join(method_names())})")
+    return METHODS[base], awp

@@ -1,0 +1,42 @@
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(2)
+
+
+class TinyBNNet(nn.Module):
+    """Conv + BN + linear: every kind of tensor AWP must handle (multi-dim weights, biases,
+    BN affine parameters and running statistics)."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = nn.functional.max_pool2d(x, 2)
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture
+def tiny_net():
+    torch.manual_seed(0)
+    return TinyBNNet()
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(32, 1, 8, 8, generator=g)
+    y = torch.randint(0, 10, (32,), generator=g)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from torchawp.data import load_splits
+
+    return load_splits("digits", val_size=200)
