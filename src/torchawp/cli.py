@@ -26,7 +26,7 @@ def _train_parser():
     parser.add_argument("--config", action=ActionConfigFile,
                         help="YAML recipe: a path or the name of a shipped recipe "
                              "(torchawp list)")
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry_run", action="store_true",
                         help="print the resolved config and exit")
     parser.add_class_arguments(TrainConfig)
     return parser
@@ -39,6 +39,17 @@ def _option_value(argv: list[str], option: str) -> Optional[str]:
         if arg.startswith(option + "="):
             return arg.split("=", 1)[1]
     return None
+
+
+def _normalise_options(argv: list[str]) -> list[str]:
+    """``--out-dir`` and ``--out_dir`` are the same option (jsonargparse uses the field names)."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        out.append(arg)
+    return out
 
 
 def _resolve_recipes(argv: list[str]) -> list[str]:
@@ -66,7 +77,8 @@ def _one_line(exc: Exception, parser=None) -> str:
     if unknown and parser is not None:
         options = [s for a in parser._actions for s in a.option_strings]
         hint = difflib.get_close_matches(unknown.group(1), options, n=1)
-        return f"unknown option {unknown.group(1)}" + (f"; did you mean {hint[0]}?" if hint else "")
+        return (f"unknown option {unknown.group(1)}"
+                + (f"; did you mean {hint[0]}?" if hint else "; see torchawp train --help"))
     key = re.search(r'Parser key "([^"]+)"', text)
     given = re.search(r"Given value: (.*)", text)
     if key and given:
@@ -84,7 +96,7 @@ def cmd_train(argv: list[str]) -> int:
 
     parser = _train_parser()
     try:
-        ns = parser.parse_args(_resolve_recipes(argv))
+        ns = parser.parse_args(_resolve_recipes(_normalise_options(argv)))
     except argparse.ArgumentError as exc:
         raise ConfigError(_one_line(exc, parser)) from None
     except Exception as exc:  # jsonargparse raises a few other types on bad YAML and values

@@ -1,0 +1,92 @@
+"""AT-AWP step time / AT step time, measured side by side in one process.
+
+Both steps run through the same Trainer.train_step (PGD-10 crafting, the method's loss, SGD),
+on the same model and batch; the AWP step adds the ascent pass, perturb and restore. Steps
+alternate in blocks so drift in machine speed hits both alike; the ratio of medians is printed.
+
+    python benchmarks/awp_overhead.py                                  # small CNN, 8x8 digits
+    python benchmarks/awp_overhead.py --model small_cnn --image-size 28
+    python benchmarks/awp_overhead.py --model preact_resnet18 --image-size 32 --precision bf16 \
+        --channels-last --method trades-awp
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from torchawp.config import load_recipe
+from torchawp.data import ArrayDataset, DatasetInfo, Splits
+from torchawp.train import Trainer
+
+
+def synthetic_splits(n: int, channels: int, size: int, classes: int = 10) -> Splits:
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8,
+                                      generator=g),
+                        torch.randint(0, classes, (n,), generator=g), classes)
+    info = DatasetInfo("synthetic", classes, channels, size, [0.5] * channels, [0.25] * channels)
+    return Splits(data, data.subset(torch.arange(0)), data.subset(torch.arange(0)), info)
+
+
+def make_trainer(args) -> Trainer:
+    cfg = load_recipe("digits")
+    cfg.method, cfg.model, cfg.model_args = args.method, args.model, {}
+    cfg.precision, cfg.channels_last, cfg.device = args.precision, args.channels_last, args.device
+    cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps = 8 / 255, 2 / 255, args.steps
+    cfg.awp.gamma, cfg.awp.warmup_epochs = 0.01, 0
+    cfg.data.batch_size, cfg.progress = args.batch_size, False
+    cfg.out_dir = "/dev/null/unused"  # nothing is written
+    return Trainer(cfg, splits=synthetic_splits(args.batch_size, args.channels, args.image_size))
+
+
+def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        loss, _ = trainer.train_step(x, y, awp_on)
+    loss.item()
+    sync()
+    return (time.perf_counter() - start) / n
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="small_cnn")
+    p.add_argument("--method", default="at-awp", help="X-awp; the baseline is X")
+    p.add_argument("--image-size", type=int, default=8)
+    p.add_argument("--channels", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--per-round", type=int, default=5)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    if args.channels is None:
+        args.channels = 1 if args.model == "small_cnn" else 3
+    trainer = make_trainer(args)
+    x, y = next(iter(trainer.train_loader))
+    timed(trainer, x, y, True, 2)  # warm-up both paths
+    timed(trainer, x, y, False, 2)
+    base, awp = [], []
+    for _ in range(args.rounds):
+        base.append(timed(trainer, x, y, False, args.per_round))
+        awp.append(timed(trainer, x, y, True, args.per_round))
+    b, a = statistics.median(base), statistics.median(awp)
+    name = args.method[:-4] if args.method.endswith("-awp") else args.method
+    print(f"{args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
+          f"{args.batch_size}, PGD-{args.steps}, {args.precision}"
+          f"{', channels_last' if args.channels_last else ''}, {trainer.device}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{name} step {b * 1e3:.1f} ms, {name}-awp step {a * 1e3:.1f} ms, "
+          f"ratio {name}-awp / {name} = {a / b:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+import pytest
+import yaml
+
+from torchawp.cli import main
+
+TINY = ["--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "2",
+        "--progress", "false", "--attack.steps", "2", "--eval.steps", "2",
+        "--eval.train_examples", "50", "--eval.max_examples", "100", "--data.train_subset", "300",
+        "--optim.milestones", "[1]"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_eval_on_digits(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", "--out-dir", str(out_dir), *TINY)
+    assert code == 0, err
+    assert "best (epoch" in out and "last (epoch 2)" in out and "gap" in out
+    code, out, err = run_cli(capsys, "eval", str(out_dir), "--attacks", "fgsm", "pgd5",
+                             "--n-examples", "60")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "60 images" in lines[0]
+    assert lines[1].split() == ["checkpoint", "clean", "fgsm", "pgd5", "robust"]
+    best, last = lines[2].split(), lines[3].split()
+    assert best[0] == "best" and last[0] == "last"
+    clean, fgsm, pgd, robust = map(float, last[-4:])
+    assert robust <= min(fgsm, pgd) <= clean
+
+
+def test_recipe_by_name_with_command_line_override(capsys):
+    code, out, _ = run_cli(capsys, "train", "--config", "cifar10_prn18_at_awp", "--awp.gamma",
+                           "0.005", "--dry-run")
+    cfg = yaml.safe_load(out)
+    assert code == 0
+    assert (cfg["model"], cfg["data"]["name"], cfg["awp"]["gamma"]) == (
+        "preact_resnet18", "cifar10", 0.005)
+    assert cfg["optim"]["milestones"] == [100, 150] and cfg["epochs"] == 200
+
+
+def test_no_config_on_digits_uses_the_digits_recipe(capsys):
+    code, out, _ = run_cli(capsys, "train", "--dry-run")
+    cfg = yaml.safe_load(out)
+    assert (cfg["data"]["name"], cfg["model"], cfg["attack"]["eps"]) == ("digits", "small_cnn", 0.2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--awp.gamma", "-1"], "awp.gamma must be >= 0"),
+    (["--attack.eps", "8"], "attack.eps must be in [0, 1]"),
+    (["--method", "trades-aw"], "did you mean 'trades-awp'"),
+    (["--model", "preact_resnet"], "did you mean 'preact_resnet18'"),
+    (["--data.name", "cifar-10"], "did you mean 'cifar10'"),
+    (["--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
+    (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
+    (["--awp.gamma", "abc"], "invalid value 'abc' for awp.gamma"),
+    (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),
+    (["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
+     "cifar10 not found"),
+])
+def test_bad_input_is_one_clear_line(capsys, args, message):
+    code, out, err = run_cli(capsys, "train", *args)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("torchawp: error: ")
+    assert message in err
+
+
+def test_unknown_key_in_a_yaml_config_is_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("awp:\n  gama: 0.01\n")
+    code, _, err = run_cli(capsys, "train", "--config", str(path), "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "gama" in err
+
+
+def test_eval_of_a_missing_checkpoint_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "eval", str(tmp_path))
+    assert code == 2 and "no best.safetensors" in err and err.count("\n") == 1
+
+
+def test_list_shows_the_registries(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for word in ("at-awp", "trades-awp", "preact_resnet18", "wrn34_10", "cifar10", "digits",
+                 "cifar10_wrn34_trades_awp"):
+        assert word in out
+
+
+def test_unknown_command(capsys):
+    code, _, err = run_cli(capsys, "trian")
+    assert code == 2 and "did you mean 'train'" in err
