@@ -2,6 +2,7 @@
 
     torchawp train [--config RECIPE_OR_YAML] [--any.field VALUE ...]
     torchawp eval RUN_DIR_OR_CHECKPOINT [--which best|last|both] [--attacks pgd20 ...]
+    torchawp pseudo-label CHECKPOINT --out EXTRA.npz [--images UNLABELLED.npz]
     torchawp list
 """
 
@@ -156,6 +157,30 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
+def cmd_pseudo_label(argv: list[str]) -> int:
+    from .pseudo_label import pseudo_label_file
+
+    parser = argparse.ArgumentParser(
+        prog="torchawp pseudo-label",
+        description="Label unlabelled images with a trained (standard) model, for RST.")
+    parser.add_argument("checkpoint", help="run directory or .safetensors checkpoint")
+    parser.add_argument("--out", required=True, help="extra-data .npz to write")
+    parser.add_argument("--images", default=None,
+                        help=".npz with an 'images' array (default: the training images the "
+                             "checkpoint's run left out with data.train_subset)")
+    parser.add_argument("--min-confidence", type=float, default=0.0,
+                        help="keep only predictions at least this confident")
+    parser.add_argument("--device", default="auto")
+    args = _parse(parser, argv)
+    r = pseudo_label_file(args.checkpoint, args.out, args.images, args.min_confidence,
+                          args.device)
+    line = f"labelled {r['labelled']} of {r['total']} images -> {r['out']}"
+    if "agreement" in r:
+        line += f"; agreement with the hidden true labels {100 * r['agreement']:.1f}%"
+    print(line)
+    return 0
+
+
 def cmd_list(argv: list[str]) -> int:
     from .attacks import ATTACKS
     from .config import RECIPE_DIR
@@ -183,7 +208,8 @@ def _parse(parser: argparse.ArgumentParser, argv):
         raise ConfigError(str(exc)) from None
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "list": cmd_list}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "pseudo-label": cmd_pseudo_label,
+            "list": cmd_list}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

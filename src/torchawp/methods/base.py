@@ -34,7 +34,8 @@ class MethodSpec:
     Attributes:
         name: registry name (``X-awp`` is the same method with AWP).
         loss: ``loss(model, x, x_adv, y, beta) -> LossOutput``, in train mode.
-        attack_loss: what the inner PGD maximises: ce, kl (TRADES) or margin.
+        attack_loss: what the inner PGD maximises: ce, kl (TRADES) or margin; none trains on
+            clean inputs (standard training).
         random_start: uniform (Madry/Rice) or normal (0.001 N(0,1), TRADES/MART).
         bn_mode: BatchNorm mode while crafting (train for AT as in Rice et al.; eval otherwise).
         awp_gamma, awp_warmup: the authors' AWP defaults for this method.
@@ -53,8 +54,11 @@ class MethodSpec:
     paper: str = ""
 
     def attack(self, norm: str, eps: float, step_size: float, steps: int,
-               bn_mode: Optional[str] = None) -> PGD:
-        """The method's training attack on the given threat model."""
+               bn_mode: Optional[str] = None) -> Callable:
+        """The method's training attack on the given threat model, called as
+        ``attack(model, x, y, generator)``."""
+        if self.attack_loss == "none":
+            return lambda model, x, y, generator=None: x
         return PGD(norm=norm, eps=eps, step_size=step_size, steps=steps,
                    random_start=self.random_start, loss=self.attack_loss,
                    bn_mode=bn_mode or self.bn_mode)
