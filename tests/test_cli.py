@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import yaml
 
@@ -20,16 +22,22 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--out-dir", str(out_dir), *TINY)
     assert code == 0, err
     assert "best (epoch" in out and "last (epoch 2)" in out and "gap" in out
-    code, out, err = run_cli(capsys, "eval", str(out_dir), "--attacks", "fgsm", "pgd5",
-                             "--n-examples", "60")
+    code, out, err = run_cli(capsys, "eval", str(out_dir), "--attacks", "fgsm", "pgd20",
+                             "--n-examples", "60", "--no-checks")
     assert code == 0, err
     lines = out.splitlines()
     assert "60 images" in lines[0]
-    assert lines[1].split() == ["checkpoint", "clean", "fgsm", "pgd5", "robust"]
+    assert lines[1].split() == ["checkpoint", "clean", "fgsm", "pgd20", "robust", "gap"]
     best, last = lines[2].split(), lines[3].split()
     assert best[0] == "best" and last[0] == "last"
-    clean, fgsm, pgd, robust = map(float, last[-4:])
+    clean, fgsm, pgd, robust, gap = map(float, last[-5:])
     assert robust <= min(fgsm, pgd) <= clean
+    report = json.loads((out_dir / "eval.json").read_text())
+    assert [r["which"] for r in report] == ["best", "last"]
+    assert report[1]["gap"] == pytest.approx(report[1]["train_robust_acc"]
+                                             - report[1]["accuracy"]["pgd20"])
+    assert "torch" in report[0]["versions"]
+    assert "| best (epoch" in (out_dir / "eval.md").read_text()
 
 
 def test_recipe_by_name_with_command_line_override(capsys):

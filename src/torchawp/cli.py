@@ -1,7 +1,7 @@
 """The ``torchawp`` command: thin; it parses, calls the engines and prints.
 
     torchawp train [--config RECIPE_OR_YAML] [--any.field VALUE ...]
-    torchawp eval RUN_DIR_OR_CHECKPOINT [--which best|last|both] [--attacks pgd20 ...]
+    torchawp eval RUN_DIR_OR_CHECKPOINT [--which best|last|both] [--attacks fgsm pgd20 ...]
     torchawp pseudo-label CHECKPOINT --out EXTRA.npz [--images UNLABELLED.npz]
     torchawp list
 """
@@ -122,38 +122,61 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    from .evaluate import evaluate_checkpoint
+    from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="torchawp eval",
-                                     description="Clean and robust accuracy of a checkpoint.")
-    parser.add_argument("path", help="run directory or .safetensors checkpoint")
+    from .attacks import autoattack_available
+    from .evaluate import DEFAULT_ATTACKS, evaluate_checkpoint, format_table, write_report
+
+    parser = argparse.ArgumentParser(
+        prog="torchawp eval", description="Robustness of a checkpoint: clean, FGSM, PGD-20/100, "
+        "CW-inf, AutoAttack, per-example worst case, gap and gradient-masking checks.")
+    parser.add_argument("path", help="run directory (best and last) or .safetensors checkpoint")
     parser.add_argument("--which", choices=["best", "last", "both"], default="both",
                         help="for a run directory: which checkpoint(s) (default both)")
-    parser.add_argument("--attacks", nargs="+", default=["pgd20"],
-                        help="fgsm, pgdK (CE), cwK (margin); default pgd20")
+    parser.add_argument("--attacks", nargs="+", default=None,
+                        help="fgsm, pgdK, cwK, autoattack (default: fgsm pgd20 pgd100 cw20)")
+    parser.add_argument("--autoattack", action="store_true",
+                        help="add standard AutoAttack (needs the autoattack extra; slow on CPU)")
     parser.add_argument("--n-examples", type=int, default=None, help="first N test images")
-    parser.add_argument("--restarts", type=int, default=1)
+    parser.add_argument("--restarts", type=int, default=1, help="PGD/CW random restarts")
     parser.add_argument("--eps", type=float, default=None, help="default: the training eps")
     parser.add_argument("--norm", choices=["linf", "l2"], default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
+    parser.add_argument("--out", default=None,
+                        help="where eval.json / eval.md go (default: the run directory, or "
+                             "beside the checkpoint)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = _parse(parser, argv)
-    from pathlib import Path
-    whiches = ["best", "last"] if args.which == "both" and Path(args.path).is_dir() else (
-        [args.which] if args.which != "both" else ["best"])
-    rows = []
+    attacks = list(args.attacks or DEFAULT_ATTACKS)
+    if args.autoattack and "autoattack" not in attacks:
+        attacks.append("autoattack")
+    if "autoattack" in attacks and not autoattack_available():
+        raise ConfigError("AutoAttack needs the optional extra: pip install "
+                          "'torchawp[autoattack]' (the pyautoattack package)")
+    path = Path(args.path)
+    whiches = ["best", "last"] if args.which == "both" else [args.which]
+    if not path.is_dir():
+        whiches = whiches[:1]
+    out_dir = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
+    results = []
     for which in whiches:
-        r = evaluate_checkpoint(args.path, which, args.attacks, args.n_examples, args.device,
-                                args.data_dir, restarts=args.restarts, eps=args.eps,
-                                norm=args.norm)
-        rows.append((which, r))
-    first = rows[0][1]
-    print(f"{args.path}: test set, {first['n']} images, {first['norm']} eps {first['eps']:.4g}")
-    cols = ["clean"] + list(args.attacks) + (["robust"] if len(args.attacks) > 1 else [])
-    print(f"{'checkpoint':<16}" + "".join(f"{c:>10}" for c in cols))
-    for which, r in rows:
-        label = f"{which} (epoch {r['epoch'] + 1})" if r.get("epoch") is not None else which
-        print(f"{label:<16}" + "".join(f"{100 * r[c + '_acc']:>10.2f}" for c in cols))
+        results.append(evaluate_checkpoint(
+            path, which, attacks, args.n_examples, args.device, args.data_dir,
+            restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
+            checks=not args.no_checks, state_dir=out_dir / "eval_state" / which))
+    first = results[0]
+    tm = first["threat_model"]
+    print(f"{args.path}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
+          f"{tm['eps']:.4g}" + ("" if "autoattack" in attacks else
+                                "; AutoAttack not run (add --autoattack)"))
+    print(format_table(results))
+    for r in results:
+        for c in r["checks"]:
+            print(f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}")
+    json_path, md_path = write_report(results, out_dir)
+    print(f"report: {md_path}, {json_path}")
     return 0
 
 

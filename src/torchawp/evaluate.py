@@ -59,32 +59,114 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[tuple[str, 
     return out
 
 
-ATTACK_PATTERN = "fgsm, pgdK (CE), cwK (margin), e.g. pgd20, pgd100, cw20"
+
+# ---------------------------------------------------------------------------- the full suite
+ATTACK_NAMES = "fgsm, pgdK (CE, e.g. pgd20, pgd100), cwK (CW-inf margin), autoattack"
+DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
 
 
-def build_attack(name: str, norm: str, eps: float, step_size: float, restarts: int = 1) -> Attack:
-    """An evaluation attack by name: ``fgsm``, ``pgd<K>`` (CE) or ``cw<K>`` (CW-inf: PGD on the
-    margin loss), eval mode, on the given threat model."""
-    from .attacks import FGSM, PGD
+def build_attack(name: str, norm: str, eps: float, step_size: float, restarts: int = 1,
+                 seed: int = 0) -> Attack:
+    """An evaluation attack by name (eval mode, on the given threat model): ``fgsm``,
+    ``pgd<K>`` (PGD-K on CE), ``cw<K>`` (CW-inf: PGD-K on the margin loss) or ``autoattack``
+    (standard AutoAttack from the reference package)."""
+    from .attacks import FGSM, PGD, AutoAttack
+    from .errors import ConfigError
 
     if name == "fgsm":
         return FGSM(norm, eps)
+    if name == "autoattack":
+        return AutoAttack(norm, eps, seed=seed)
     for prefix, loss in (("pgd", "ce"), ("cw", "margin")):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return PGD(norm, eps, step_size, int(name[len(prefix):]), restarts=restarts,
                        loss=loss)
-    from .errors import ConfigError
-    raise ConfigError(f"unknown attack {name!r}; use {ATTACK_PATTERN}")
+    raise ConfigError(f"unknown attack {name!r}; use {ATTACK_NAMES}")
 
 
-def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = ("pgd20",),
+@torch.no_grad()
+def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
+                 batch_size: int = 256, generator: Optional[torch.Generator] = None,
+                 state_file=None) -> torch.Tensor:
+    """Per-example correctness (bool, on CPU) under ``attack`` (None: clean), eval mode.
+
+    With ``state_file`` the mask is saved after every batch and a rerun continues where an
+    interrupted one stopped (AutoAttack on a large model takes hours).
+    """
+    from .checkpoint import atomic_write
+
+    model.eval()
+    mask = torch.zeros(len(y), dtype=torch.bool)
+    done = 0
+    if state_file is not None and state_file.is_file():
+        saved = torch.load(state_file, weights_only=True)
+        if len(saved["mask"]) == len(y):
+            mask, done = saved["mask"], int(saved["done"])
+    device = next(model.parameters()).device
+    for start in range(done, len(y), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        if attack is not None:
+            xb = attack(model, xb, yb, generator)
+        mask[start:start + len(yb)] = (model(xb).argmax(1) == yb).cpu()
+        if state_file is not None:
+            state = {"mask": mask, "done": start + len(yb)}
+            atomic_write(state_file, lambda tmp: torch.save(state, tmp))
+    return mask
+
+
+def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              attacks: Sequence[str] = DEFAULT_ATTACKS, norm: str = "linf",
+              eps: float = 8 / 255, step_size: float = 2 / 255, restarts: int = 1,
+              seed: int = 0, batch_size: int = 256, state_dir=None) -> dict:
+    """Clean accuracy and accuracy under each named attack, plus the per-example worst case
+    over all attacks (the headline robust accuracy). Fractions in [0, 1]."""
+    from pathlib import Path
+
+    device = next(model.parameters()).device
+    masks = {}
+    for name in ("clean",) + tuple(attacks):
+        attack = None if name == "clean" else build_attack(name, norm, eps, step_size,
+                                                           restarts, seed)
+        state_file = None
+        if state_dir is not None:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
+            key = f"{name}_{norm}_{eps:.6g}_{step_size:.6g}_r{restarts}_s{seed}_n{len(y)}"
+            state_file = Path(state_dir) / f"{key}.pt"
+        gen = torch.Generator(device).manual_seed(seed)
+        masks[name] = correct_mask(model, x, y, attack, batch_size, gen, state_file)
+    robust = torch.stack([masks[n] for n in masks]).all(0)
+    return {"n": len(y), "accuracy": {n: m.float().mean().item() for n, m in masks.items()},
+            "robust_acc": robust.float().mean().item(), "masks": masks}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("torchawp", "torch", "numpy", "pyautoattack"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFAULT_ATTACKS,
                         n_examples: Optional[int] = None, device: str = "auto",
                         data_dir: Optional[str] = None, batch_size: int = 256,
                         restarts: int = 1, eps: Optional[float] = None,
-                        norm: Optional[str] = None, seed: int = 0) -> dict:
-    """Evaluate a saved checkpoint on its dataset's test set (threat model from its config
-    unless ``eps``/``norm`` are given). Returns the :func:`evaluate` dict plus the epoch."""
-    from .checkpoint import load
+                        norm: Optional[str] = None, seed: int = 0, checks: bool = True,
+                        state_dir=None) -> dict:
+    """Evaluate a saved checkpoint the way the field reports it.
+
+    Test set of the checkpoint's dataset (first ``n_examples``); the threat model of its
+    training config unless ``eps``/``norm`` are given (the step size scales with eps); clean
+    accuracy, each attack, the per-example worst case, train robust accuracy (PGD-20 at w, eval
+    mode, on as many training images) and the robust generalization gap, and the
+    gradient-masking sanity checks. ``state_dir`` makes it resumable.
+    """
+    from .checkpoint import load, resolve_checkpoint
     from .data import load_splits
     from .runtime import resolve_device
 
@@ -93,13 +175,88 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = ("pg
     meta = model.checkpoint_meta
     cfg = meta.get("config") or {}
     data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
+    train_eps = attack_cfg.get("eps", 8 / 255)
     norm = norm or attack_cfg.get("norm", "linf")
-    eps = eps if eps is not None else attack_cfg.get("eps", 8 / 255)
-    step_size = attack_cfg.get("step_size", eps / 4) * (eps / attack_cfg.get("eps", eps) or 1)
-    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"))
-    built = [(name, build_attack(name, norm, eps, step_size, restarts)) for name in attacks]
-    gen = torch.Generator(dev).manual_seed(seed)
-    out = evaluate(model, splits.test, built, batch_size=batch_size, max_examples=n_examples,
-                   generator=gen, device=dev)
-    out.update(epoch=meta.get("epoch"), norm=norm, eps=eps, step_size=step_size)
+    eps = train_eps if eps is None else eps
+    step_size = attack_cfg.get("step_size", train_eps / 4) * (eps / train_eps if train_eps else 1)
+    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
+                         data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
+                         data_cfg.get("train_subset"))
+    x, y = splits.test.tensors(0, n_examples)
+    suite = run_suite(model, x, y, attacks, norm, eps, step_size, restarts, seed, batch_size,
+                      state_dir)
+    xt, yt = splits.train.tensors(0, len(y))
+    train = run_suite(model, xt, yt, ("pgd20",), norm, eps, step_size, restarts, seed,
+                      batch_size, None)
+    white_box = torch.stack([m for n, m in suite["masks"].items()
+                             if n not in ("clean", "autoattack")]).all(0)
+    out = {
+        "checkpoint": str(resolve_checkpoint(path, which)), "which": which,
+        "epoch": meta.get("epoch"), "dataset": data_cfg.get("name"), "n": suite["n"],
+        "threat_model": {"norm": norm, "eps": eps, "step_size": step_size,
+                         "restarts": restarts, "seed": seed},
+        "accuracy": suite["accuracy"], "robust_acc": suite["robust_acc"],
+        "train_robust_acc": train["accuracy"]["pgd20"],
+        "test_pgd20_acc": suite["accuracy"].get("pgd20"),
+        "versions": _versions(),
+    }
+    if out["test_pgd20_acc"] is not None:
+        out["gap"] = out["train_robust_acc"] - out["test_pgd20_acc"]
+    out["checks"] = sanity_checks(model, x, y, norm, eps, step_size, white_box) if checks else []
     return out
+
+
+def sanity_checks(*args, **kwargs):
+    from .checks import sanity_checks as run
+
+    return run(*args, **kwargs)
+
+
+def format_table(results: Sequence[dict]) -> str:
+    """Terminal table: one row per checkpoint, one column per attack, worst case, gap."""
+    names = list(results[0]["accuracy"])
+    cols = names + ["robust", "gap"]
+    lines = [f"{'checkpoint':<16}" + "".join(f"{c:>11}" for c in cols)]
+    for r in results:
+        label = f"{r['which']} (epoch {r['epoch'] + 1})" if r.get("epoch") is not None else r["which"]
+        values = [r["accuracy"][n] for n in names] + [r["robust_acc"], r.get("gap")]
+        lines.append(f"{label:<16}" + "".join(
+            f"{'-' if v is None else f'{100 * v:.2f}':>11}" for v in values))
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[dict], out_dir) -> tuple:
+    """``eval.json`` (every number, settings, seeds, versions) and ``eval.md`` in ``out_dir``."""
+    import json
+    from pathlib import Path
+
+    from .checkpoint import atomic_write
+
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
+    text = json.dumps(list(results), indent=2)
+    atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    tm = results[0]["threat_model"]
+    md = [f"# Robustness evaluation: {results[0]['dataset']}", "",
+          f"Test set, {results[0]['n']} images; {tm['norm']} eps {tm['eps']:.4g}, PGD step "
+          f"{tm['step_size']:.4g}, {tm['restarts']} restart(s), seed {tm['seed']}. Accuracy in %; "
+          "*robust* is the per-example worst case over every attack; *gap* is train PGD-20 "
+          "accuracy minus test PGD-20 accuracy (both at w, eval mode).", ""]
+    names = list(results[0]["accuracy"])
+    md.append("| checkpoint | " + " | ".join(names) + " | robust | gap |")
+    md.append("|---" * (len(names) + 3) + "|")
+    for r in results:
+        gap = f"{100 * r['gap']:.2f}" if r.get("gap") is not None else "-"
+        md.append(f"| {r['which']} (epoch {(r['epoch'] or 0) + 1}) | "
+                  + " | ".join(f"{100 * r['accuracy'][n]:.2f}" for n in names)
+                  + f" | {100 * r['robust_acc']:.2f} | {gap} |")
+    for r in results:
+        if r["checks"]:
+            md += ["", f"## Sanity checks ({r['which']})", "", "| check | status | detail |",
+                   "|---|---|---|"]
+            md += [f"| [{c['name']}](docs/checks.md#{c['name']}) | {c['status']} | {c['detail']} |"
+                   for c in r["checks"]]
+    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results[0]["versions"].items())]
+    md_text = "\n".join(md) + "\n"
+    atomic_write(md_path, lambda tmp: tmp.write_text(md_text))
+    return json_path, md_path

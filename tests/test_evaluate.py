@@ -1,0 +1,93 @@
+import pytest
+import torch
+from torch import nn
+
+from torchawp.attacks import AutoAttack, autoattack_available
+from torchawp.checks import sanity_checks
+from torchawp.evaluate import correct_mask, run_suite
+
+
+class Rounding(nn.Module):
+    """Quantise inputs to 8 levels: piecewise constant, so input gradients are exactly zero."""
+
+    def forward(self, x):
+        return torch.round(x * 7) / 7
+
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        return x + 0.05 * torch.randn_like(x)
+
+
+def statuses(checks):
+    return {c["name"]: c["status"] for c in checks}
+
+
+def test_checks_pass_on_a_normal_model(digits_model, digits_test):
+    x, y = digits_test
+    suite = run_suite(digits_model, x, y, ("pgd20",), "linf", 0.1, 0.025)
+    checks = statuses(sanity_checks(digits_model, x, y, "linf", 0.1, 0.025,
+                                    suite["masks"]["pgd20"], max_examples=200))
+    for name in ("steps", "eps", "unbounded", "gradients", "deterministic"):
+        assert checks[name] == "pass", name
+
+
+def test_checks_flag_a_model_with_masked_gradients(digits_model, digits_test):
+    x, y = digits_test
+    masked = nn.Sequential(Rounding(), digits_model).eval()
+    suite = run_suite(masked, x, y, ("pgd20",), "linf", 0.1, 0.025)
+    assert suite["accuracy"]["pgd20"] > 0.8  # the attack is fooled: robustness looks high
+    checks = statuses(sanity_checks(masked, x, y, "linf", 0.1, 0.025, suite["masks"]["pgd20"],
+                                    max_examples=200))
+    assert checks["gradients"] == "warn" and checks["unbounded"] == "warn"
+
+
+def test_deterministic_check_flags_a_randomised_model(digits_model, digits_test):
+    x, y = digits_test
+    noisy = nn.Sequential(Noisy(), digits_model).eval()
+    from torchawp.checks import check_deterministic
+    assert check_deterministic(noisy, x)["status"] == "warn"
+
+
+def test_worst_case_is_never_above_any_single_attack(digits_model, digits_test):
+    x, y = digits_test
+    suite = run_suite(digits_model, x, y, ("fgsm", "pgd10", "cw10"), "linf", 0.1, 0.025)
+    acc = suite["accuracy"]
+    assert suite["robust_acc"] <= min(acc.values())
+    assert acc["pgd10"] <= acc["fgsm"] + 0.02 and acc["clean"] > acc["pgd10"]
+
+
+def test_interrupted_evaluation_resumes_from_its_state_file(digits_model, digits_test, tmp_path):
+    x, y = digits_test
+    state = tmp_path / "state.pt"
+
+    class FailsOnSecondBatch:
+        calls = 0
+
+        def __call__(self, model, xb, yb, generator=None):
+            FailsOnSecondBatch.calls += 1
+            if FailsOnSecondBatch.calls == 2:
+                raise KeyboardInterrupt
+            return xb
+
+    with pytest.raises(KeyboardInterrupt):
+        correct_mask(digits_model, x, y, FailsOnSecondBatch(), batch_size=100, state_file=state)
+    assert torch.load(state, weights_only=True)["done"] == 100
+    mask = correct_mask(digits_model, x, y, FailsOnSecondBatch(), batch_size=100,
+                        state_file=state)
+    assert FailsOnSecondBatch.calls == 2 + 2  # batches 2 and 3 only, batch 1 not redone
+    assert torch.equal(mask, correct_mask(digits_model, x, y, None))
+
+
+@pytest.mark.skipif(not autoattack_available(),
+                    reason="AutoAttack needs the optional extra: pip install 'torchawp[autoattack]'")
+def test_autoattack_runs_on_a_tiny_model_and_stays_in_the_ball(digits_model, digits_test):
+    x, y = digits_test
+    x, y = x[:40], y[:40]
+    aa = AutoAttack("linf", 0.1, version="custom", attacks=["apgd-ce", "apgd-t"])
+    x_adv = aa(digits_model, x, y)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6
+    with torch.no_grad():
+        acc_aa = (digits_model(x_adv).argmax(1) == y).float().mean().item()
+        acc_clean = (digits_model(x).argmax(1) == y).float().mean().item()
+    assert acc_aa < acc_clean - 0.2
