@@ -99,3 +99,28 @@ def test_list_shows_the_registries(capsys):
 def test_unknown_command(capsys):
     code, _, err = run_cli(capsys, "trian")
     assert code == 2 and "did you mean 'train'" in err
+
+
+def test_landscape_and_flatness_commands(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "train", "--out-dir", str(out_dir), *TINY)[0] == 0
+    code, out, err = run_cli(capsys, "landscape", str(out_dir), "--which", "both",
+                             "--n-examples", "40", "--points", "5", "--directions", "2",
+                             "--steps", "2", "--split", "both", "--out", str(tmp_path / "ls"))
+    assert code == 0, err
+    assert (tmp_path / "ls" / "landscape_test.png").stat().st_size > 0
+    assert (tmp_path / "ls" / "landscape_train.png").stat().st_size > 0
+    lines = (tmp_path / "ls" / "landscape.csv").read_text().splitlines()
+    assert lines[0] == "checkpoint,split,direction,a,loss,acc"
+    assert len(lines) == 1 + 2 * 2 * 2 * 5  # checkpoints x splits x directions x points
+    code, out, err = run_cli(capsys, "flatness", str(out_dir), "--n-examples", "40",
+                             "--samples", "2", "--passes", "1", "--restarts", "1", "--steps",
+                             "2", "--out", str(tmp_path / "fl"))
+    assert code == 0, err
+    result = json.loads((tmp_path / "fl" / "flatness.json").read_text())
+    assert result[0]["average"] > 0 and result[0]["worst"] >= 0
+
+
+def test_probe_flatness_alias(capsys):
+    code, out, _ = run_cli(capsys, "train", "--probe-flatness-every", "5", "--dry-run")
+    assert code == 0 and yaml.safe_load(out)["eval"]["flatness_every"] == 5

@@ -117,3 +117,13 @@ def test_cpu_runs_are_reproducible(tmp_path):
     wa, _ = read_weights(a.run_dir / "last.safetensors")
     wb, _ = read_weights(b.run_dir / "last.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_flatness_probe_is_logged(tmp_path):
+    cfg = tiny_config(tmp_path / "p", epochs=2)
+    cfg.eval.flatness_every = 1
+    cfg.eval.flatness_samples = 1
+    result = torchawp.train(cfg)
+    assert all(r["flatness_avg"] > 0 for r in result.history)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["flatness_avg"] == result.last["flatness_avg"]

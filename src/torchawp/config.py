@@ -127,6 +127,10 @@ class EvalConfig:
         train_examples: training images (a fixed subset) whose robust accuracy is measured per
             epoch, at w and in eval mode, for the robust generalization gap (0: none).
         every: evaluate every this many epochs (the last epoch is always evaluated).
+        flatness_every: every this many epochs also log the average-case flatness of the
+            robust loss (Stutz et al.; xi 0.5, flatness_samples samples, on up to 500
+            validation images); 0 turns the probe off.
+        flatness_samples: weight-noise samples of that probe.
     """
 
     steps: int = 20
@@ -134,6 +138,8 @@ class EvalConfig:
     max_examples: Optional[int] = None
     train_examples: int = 1000
     every: int = 1
+    flatness_every: int = 0
+    flatness_samples: int = 3
 
 
 @dataclass
@@ -248,6 +254,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            "None or >= 1")
     _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
     _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
+    _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
+    _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
     if cfg.method.startswith("rst") and not d.extra_data:
         raise ConfigError(
             "method rst needs data.extra_data: an .npz of pseudo-labelled images "

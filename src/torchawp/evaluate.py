@@ -152,6 +152,29 @@ def _versions() -> dict:
     return out
 
 
+def load_for_eval(path, which: str = "best", device: str = "auto",
+                  data_dir: Optional[str] = None, eps: Optional[float] = None,
+                  norm: Optional[str] = None):
+    """A checkpoint's model (eval mode), its dataset's splits as in training, and its threat
+    model ``{"norm", "eps", "step_size"}`` (``eps``/``norm`` override; the PGD step scales with
+    eps)."""
+    from .checkpoint import load
+    from .data import load_splits
+    from .runtime import resolve_device
+
+    model = load(path, which=which, device=resolve_device(device))
+    cfg = model.checkpoint_meta.get("config") or {}
+    data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
+    train_eps = attack_cfg.get("eps", 8 / 255)
+    eps = train_eps if eps is None else eps
+    step_size = attack_cfg.get("step_size", train_eps / 4) * (eps / train_eps if train_eps else 1)
+    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
+                         data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
+                         data_cfg.get("train_subset"))
+    threat = {"norm": norm or attack_cfg.get("norm", "linf"), "eps": eps, "step_size": step_size}
+    return model, splits, threat
+
+
 def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFAULT_ATTACKS,
                         n_examples: Optional[int] = None, device: str = "auto",
                         data_dir: Optional[str] = None, batch_size: int = 256,
@@ -166,22 +189,11 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     mode, on as many training images) and the robust generalization gap, and the
     gradient-masking sanity checks. ``state_dir`` makes it resumable.
     """
-    from .checkpoint import load, resolve_checkpoint
-    from .data import load_splits
-    from .runtime import resolve_device
+    from .checkpoint import resolve_checkpoint
 
-    dev = resolve_device(device)
-    model = load(path, which=which, device=dev)
+    model, splits, tm = load_for_eval(path, which, device, data_dir, eps, norm)
+    norm, eps, step_size = tm["norm"], tm["eps"], tm["step_size"]
     meta = model.checkpoint_meta
-    cfg = meta.get("config") or {}
-    data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
-    train_eps = attack_cfg.get("eps", 8 / 255)
-    norm = norm or attack_cfg.get("norm", "linf")
-    eps = train_eps if eps is None else eps
-    step_size = attack_cfg.get("step_size", train_eps / 4) * (eps / train_eps if train_eps else 1)
-    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
-                         data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
-                         data_cfg.get("train_subset"))
     x, y = splits.test.tensors(0, n_examples)
     suite = run_suite(model, x, y, attacks, norm, eps, step_size, restarts, seed, batch_size,
                       state_dir)
@@ -192,7 +204,7 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
                              if n not in ("clean", "autoattack")]).all(0)
     out = {
         "checkpoint": str(resolve_checkpoint(path, which)), "which": which,
-        "epoch": meta.get("epoch"), "dataset": data_cfg.get("name"), "n": suite["n"],
+        "epoch": meta.get("epoch"), "dataset": splits.info.name, "n": suite["n"],
         "threat_model": {"norm": norm, "eps": eps, "step_size": step_size,
                          "restarts": restarts, "seed": seed},
         "accuracy": suite["accuracy"], "robust_acc": suite["robust_acc"],
@@ -202,14 +214,12 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     }
     if out["test_pgd20_acc"] is not None:
         out["gap"] = out["train_robust_acc"] - out["test_pgd20_acc"]
-    out["checks"] = sanity_checks(model, x, y, norm, eps, step_size, white_box) if checks else []
+    if checks:
+        from .checks import sanity_checks
+        out["checks"] = sanity_checks(model, x, y, norm, eps, step_size, white_box)
+    else:
+        out["checks"] = []
     return out
-
-
-def sanity_checks(*args, **kwargs):
-    from .checks import sanity_checks as run
-
-    return run(*args, **kwargs)
 
 
 def format_table(results: Sequence[dict]) -> str:

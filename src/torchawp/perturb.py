@@ -167,14 +167,14 @@ class RelativeL2Ball:
     def sample(self, like: Sequence[torch.Tensor], generator: torch.Generator | None = None,
                surface: bool = True) -> list[torch.Tensor]:
         """A random ``v``: uniform on the sphere (``surface``) or in the ball of each tensor."""
-        gauss = [torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-                 for t in like]
+        # drawn on the CPU so a seed gives the same sample on every device
+        gauss = [torch.randn(t.shape, generator=generator).to(t) for t in like]
         on_sphere = self.step(gauss, self.radius)
         if surface:
             return on_sphere
         if self.scale == "global":
             n = sum(t.numel() for t in like)
-            u = torch.rand((), generator=generator, device=like[0].device) ** (1.0 / n)
+            u = torch.rand((), generator=generator).item() ** (1.0 / n)
             return torch._foreach_mul(on_sphere, u)
-        return [v * torch.rand((), generator=generator, device=v.device) ** (1.0 / v.numel())
+        return [v * torch.rand((), generator=generator).item() ** (1.0 / v.numel())
                 for v in on_sphere]

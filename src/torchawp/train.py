@@ -220,6 +220,17 @@ class Trainer:
             row["gap"] = row["train_robust_acc"] - row["test_robust_acc"]
         return row
 
+    def probe_flatness(self) -> float:
+        """Average-case flatness of the robust loss on (up to 500) validation images."""
+        from .flatness import average_case_flatness
+
+        data = self.splits.val if len(self.splits.val) else self.splits.test
+        x, y = data.tensors(0, 500)
+        attack = self.eval_attack if self.cfg.eval.steps > 0 else None
+        return average_case_flatness(self.net, x, y, attack, xi=0.5,
+                                     samples=self.cfg.eval.flatness_samples,
+                                     seed=self.cfg.seed)["flatness"]
+
     # ------------------------------------------------------------------ checkpoints
     def _meta(self, epoch: int, row: dict) -> dict:
         return {"epoch": epoch, "config": to_dict(self.cfg), "metrics": row,
@@ -282,6 +293,9 @@ class Trainer:
             row["train_seconds"] = time.perf_counter() - start
             if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.epochs - 1:
                 row.update(self.evaluate_epoch())
+            probe = cfg.eval.flatness_every
+            if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
+                row["flatness_avg"] = self.probe_flatness()
             row["seconds"] = time.perf_counter() - start
             # Model selection on the held-out validation split, never on the test set.
             selector = row.get("val_robust_acc", row.get("val_clean_acc"))

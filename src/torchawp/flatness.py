@@ -1,0 +1,105 @@
+"""Flatness of the robust loss in weight space (Stutz, Hein & Schiele, ICCV 2021,
+arXiv 2104.04448).
+
+Both measures perturb every parameter outside normalisation layers (weights and biases) inside a
+per-tensor *relative* ball ``||nu_l|| <= xi * ||w_l||``, which makes them invariant to
+rescaling layers (ReLU networks compute the same function after scaling one layer by ``c`` and
+the next by ``1/c``):
+
+* average-case: ``E_nu[rho(w + nu)] - rho(w)``, ``nu`` uniform on the relative sphere,
+  ``xi = 0.5``, 10 samples, the attack re-run for every sample;
+* worst-case: ``max_nu rho(w + nu) - rho(w)``, one ``nu`` shared by the whole evaluation set and
+  optimised jointly with the adversarial inputs (normalised-gradient weight steps of relative
+  size ``lr = 0.01``, projection onto the ball), ``xi = 7.5e-4``, 20 passes, 10 restarts.
+
+``rho`` is the robust loss (PGD on the first 1,000 test images in the paper), or the clean loss
+with ``attack=None``. Weights and BatchNorm buffers are bit-identical afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks import Attack
+from .landscape import robust_loss
+from .perturb import RelativeL2Ball, add_, restore_exact, select_parameters, snapshot
+
+
+def _ball(params, xi: float, relative: bool) -> RelativeL2Ball:
+    ball = RelativeL2Ball(params, xi)
+    if not relative:  # absolute radius xi: the scale-dependent variant, for comparison
+        ball.weight_norms = [torch.ones((), device=p.device) for p in params]
+    return ball
+
+
+def average_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                          attack: Optional[Attack], xi: float = 0.5, samples: int = 10,
+                          seed: int = 0, relative: bool = True, batch_size: int = 500) -> dict:
+    """``{"flatness", "loss", "perturbed_losses"}``: mean increase of the robust loss under
+    random relative weight noise on the sphere of radius ``xi``."""
+    params = [p for _, p in select_parameters(model, "weights+biases")]
+    saved = snapshot(params)
+    ball = _ball(params, xi, relative)
+    gen = torch.Generator().manual_seed(seed)
+    base, _ = robust_loss(model, x, y, attack, batch_size, seed)
+    losses = []
+    try:
+        for _ in range(samples):
+            add_(params, ball.sample(params, gen))
+            losses.append(robust_loss(model, x, y, attack, batch_size, seed)[0])
+            restore_exact(params, saved)
+    finally:
+        restore_exact(params, saved)
+    return {"flatness": sum(losses) / len(losses) - base, "loss": base,
+            "perturbed_losses": losses}
+
+
+def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        attack: Optional[Attack], xi: float = 7.5e-4, passes: int = 20,
+                        restarts: int = 10, lr: float = 0.01, seed: int = 0,
+                        relative: bool = True, batch_size: int = 500) -> dict:
+    """``{"flatness", "loss", "restart_losses"}``: the largest robust-loss increase found by
+    ascending a shared weight perturbation ``nu`` (jointly with the inputs) in the relative ball
+    of radius ``xi``. Every restart starts from a random point on the sphere (seeded) and keeps
+    the larger of its start and end losses, so the measure is never below the loss at its
+    starting points."""
+    model.eval()
+    params = [p for _, p in select_parameters(model, "weights+biases")]
+    saved = snapshot(params)
+    ball = _ball(params, xi, relative)
+    gen = torch.Generator().manual_seed(seed)
+    device = params[0].device
+    attack_gen = torch.Generator(device).manual_seed(seed)
+    base, _ = robust_loss(model, x, y, attack, batch_size, seed)
+    best_per_restart = []
+    try:
+        for _ in range(restarts):
+            nu = ball.sample(params, gen)
+            add_(params, nu)
+            best = robust_loss(model, x, y, attack, batch_size, seed)[0]
+            restore_exact(params, saved)
+            for _ in range(passes):
+                for start in range(0, len(y), batch_size):
+                    xb = x[start:start + batch_size].to(device)
+                    yb = y[start:start + batch_size].to(device)
+                    add_(params, nu)
+                    if attack is not None:
+                        xb = attack(model, xb, yb, attack_gen)  # inputs at the current w + nu
+                    with torch.enable_grad():
+                        loss = F.cross_entropy(model(xb), yb)
+                        grads = torch.autograd.grad(loss, params)
+                    restore_exact(params, saved)
+                    with torch.no_grad():
+                        nu = ball.project(torch._foreach_add(nu, ball.step(grads, lr)))
+            add_(params, nu)
+            best = max(best, robust_loss(model, x, y, attack, batch_size, seed)[0])
+            restore_exact(params, saved)
+            best_per_restart.append(best)
+    finally:
+        restore_exact(params, saved)
+    return {"flatness": max(best_per_restart) - base, "loss": base,
+            "restart_losses": best_per_restart}

@@ -1,0 +1,160 @@
+"""Weight loss landscapes of the *robust* loss (the AWP paper's Fig. 1; Li et al., NeurIPS 2018,
+arXiv 1712.09913).
+
+``g(a) = rho(w + a * d)`` for ``a`` in [-1, 1], with ``d`` a Gaussian direction that is
+*filter-normalised*: every output filter (row) of ``d`` is scaled to the norm of the same filter
+of ``w``, and 1-D tensors (biases, BatchNorm affine parameters) get 0. ``rho`` is the robust loss:
+the attack is re-run against the perturbed model at every point, in eval mode (BatchNorm running
+statistics untouched). The weights are restored bit-exactly after every measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attacks import Attack
+from .perturb import add_, restore_exact, snapshot
+
+
+def filter_normalized_direction(model: nn.Module, generator: Optional[torch.Generator] = None
+                                ) -> list[torch.Tensor]:
+    """One direction per parameter of ``model`` (same order as ``model.parameters()``): Gaussian,
+    each output filter scaled to the norm of the weight's filter; 1-D tensors are zero."""
+    direction = []
+    for p in model.parameters():
+        if p.dim() <= 1:
+            direction.append(torch.zeros_like(p))
+            continue
+        d = torch.randn(p.shape, generator=generator, device="cpu", dtype=torch.float32).to(p)
+        w_norm = p.detach().flatten(1).norm(dim=1)
+        d_norm = d.flatten(1).norm(dim=1).clamp_min(1e-12)
+        direction.append(d * (w_norm / d_norm).view(-1, *([1] * (p.dim() - 1))))
+    return direction
+
+
+@torch.no_grad()
+def robust_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
+                batch_size: int = 500, seed: int = 0) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` of ``model`` on ``attack(x)`` (clean if ``attack`` is None),
+    eval mode, the attack's randomness seeded so that every call is comparable."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
+        if attack is not None:
+            xb = attack(model, xb, yb, gen)
+        logits = model(xb).float()
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return loss_sum / len(y), correct / len(y)
+
+
+@dataclass
+class Landscape:
+    """``alphas`` (points), ``loss[d][i]`` and ``acc[d][i]`` per direction ``d``; for 2-D,
+    ``loss[i][j]`` over ``alphas x betas``."""
+
+    alphas: list[float]
+    loss: list[list[float]]
+    acc: list[list[float]]
+    betas: list[float] = field(default_factory=list)
+
+
+def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
+                 directions: int = 3, points: int = 21, radius: float = 1.0, seed: int = 0,
+                 batch_size: int = 500) -> Landscape:
+    """Robust loss along ``directions`` filter-normalised random directions (seeded, so two
+    models compared with the same seed get the same Gaussian draws)."""
+    params = list(model.parameters())
+    saved = snapshot(params)
+    alphas = torch.linspace(-radius, radius, points).tolist()
+    gen = torch.Generator().manual_seed(seed)
+    losses, accs = [], []
+    try:
+        for _ in range(directions):
+            d = filter_normalized_direction(model, gen)
+            row_l, row_a = [], []
+            for a in alphas:
+                restore_exact(params, saved)
+                add_(params, d, alpha=a)
+                loss, acc = robust_loss(model, x, y, attack, batch_size, seed)
+                row_l.append(loss)
+                row_a.append(acc)
+            losses.append(row_l)
+            accs.append(row_a)
+    finally:
+        restore_exact(params, saved)
+    return Landscape(alphas, losses, accs)
+
+
+def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
+                 points: int = 11, radius: float = 1.0, seed: int = 0,
+                 batch_size: int = 500) -> Landscape:
+    """Robust loss on the plane ``w + a * d1 + b * d2`` (two filter-normalised directions)."""
+    params = list(model.parameters())
+    saved = snapshot(params)
+    grid = torch.linspace(-radius, radius, points).tolist()
+    gen = torch.Generator().manual_seed(seed)
+    d1, d2 = filter_normalized_direction(model, gen), filter_normalized_direction(model, gen)
+    losses, accs = [], []
+    try:
+        for a in grid:
+            row_l, row_a = [], []
+            for b in grid:
+                restore_exact(params, saved)
+                add_(params, d1, alpha=a)
+                add_(params, d2, alpha=b)
+                loss, acc = robust_loss(model, x, y, attack, batch_size, seed)
+                row_l.append(loss)
+                row_a.append(acc)
+            losses.append(row_l)
+            accs.append(row_a)
+    finally:
+        restore_exact(params, saved)
+    return Landscape(grid, losses, accs, betas=grid)
+
+
+def plot_landscapes_1d(curves: Sequence[tuple[str, Landscape]], path, title: str = "") -> None:
+    """Mean robust loss (line) and min-max over directions (band) for each labelled model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.0), dpi=120)
+    for label, ls in curves:
+        loss = torch.tensor(ls.loss)
+        ax.plot(ls.alphas, loss.mean(0), label=label)
+        ax.fill_between(ls.alphas, loss.min(0).values, loss.max(0).values, alpha=0.2)
+    ax.set_xlabel("a (filter-normalised direction)")
+    ax.set_ylabel("robust loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_landscape_2d(label: str, ls: Landscape, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.0), dpi=120)
+    cs = ax.contour(ls.alphas, ls.betas, torch.tensor(ls.loss).T.numpy(), levels=15)
+    ax.clabel(cs, fontsize=6)
+    ax.set_xlabel("a (direction 1)")
+    ax.set_ylabel("b (direction 2)")
+    ax.set_title(f"robust loss: {label}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

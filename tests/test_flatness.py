@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from torchawp.attacks import PGD
+from torchawp.flatness import average_case_flatness, worst_case_flatness
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def rescaled(model, c):
+    """Layer 1 times c, layer 2 weight divided by c: the same ReLU network function."""
+    twin = mlp()
+    twin.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        twin[1].weight.mul_(c)
+        twin[1].bias.mul_(c)
+        twin[3].weight.div_(c)
+    return twin
+
+
+def test_relative_flatness_is_scale_invariant_and_absolute_is_not(digits_test):
+    x, y = digits_test
+    x, y = x[:100], y[:100]
+    model = mlp()
+    twin = rescaled(model, 3.0)
+    assert torch.allclose(model(x), twin(x), atol=1e-5)
+    attack = PGD("linf", 0.05, 0.02, steps=3)
+    a = average_case_flatness(model, x, y, attack, xi=0.3, samples=3)
+    b = average_case_flatness(twin, x, y, attack, xi=0.3, samples=3)
+    assert b["flatness"] == pytest.approx(a["flatness"], rel=1e-3, abs=1e-5)
+    a_abs = average_case_flatness(model, x, y, attack, xi=0.3, samples=3, relative=False)
+    b_abs = average_case_flatness(twin, x, y, attack, xi=0.3, samples=3, relative=False)
+    assert abs(a_abs["flatness"] - b_abs["flatness"]) > 0.05 * abs(a_abs["flatness"])
+
+
+def test_worst_case_is_at_least_average_case_at_equal_radius(digits_model, digits_test):
+    x, y = digits_test
+    x, y = x[:100], y[:100]
+    attack = PGD("linf", 0.05, 0.02, steps=2)
+    avg = average_case_flatness(digits_model, x, y, attack, xi=0.05, samples=3, seed=1)
+    worst = worst_case_flatness(digits_model, x, y, attack, xi=0.05, passes=2, restarts=3,
+                                seed=1)
+    # the restarts start at the same seeded samples and only keep what is worse
+    assert worst["flatness"] >= avg["flatness"] - 1e-6
+    assert worst["flatness"] > 0
+
+
+def test_measurements_leave_weights_and_batchnorm_buffers_bit_identical(digits_model,
+                                                                        digits_test):
+    x, y = digits_test
+    params = [p.detach().clone() for p in digits_model.parameters()]
+    buffers = [b.clone() for b in digits_model.buffers()]
+    average_case_flatness(digits_model, x[:50], y[:50], PGD(steps=1), samples=2)
+    worst_case_flatness(digits_model, x[:50], y[:50], PGD(steps=1), passes=1, restarts=1)
+    assert all(torch.equal(a, b) for a, b in zip(params, digits_model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(buffers, digits_model.buffers()))
+
+
+def test_larger_radius_is_less_flat(digits_model, digits_test):
+    x, y = digits_test
+    small = average_case_flatness(digits_model, x[:100], y[:100], None, xi=0.05, samples=3)
+    large = average_case_flatness(digits_model, x[:100], y[:100], None, xi=0.5, samples=3)
+    assert large["flatness"] > small["flatness"]
