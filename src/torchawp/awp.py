@@ -50,6 +50,8 @@ class AWP:
             authors' rule, ``dim > 1`` tensors whose name contains ``weight``.
         scale: ``"layer"`` (the paper: one ball per tensor) or ``"global"`` (one ball, RWP).
         warmup_epochs: :meth:`active` is False before this epoch.
+        finite_only: replace a non-finite ``v`` (from a NaN/inf ascent loss) by zeros, so that
+            :meth:`restore` returns exactly to ``w`` (costs one pass over the weights).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class AWP:
         params: ParamFilter = "weights",
         scale: str = "layer",
         warmup_epochs: int = 0,
+        finite_only: bool = False,
     ):
         if steps < 1:
             raise ValueError(f"AWP steps must be >= 1 (got {steps})")
@@ -71,6 +74,7 @@ class AWP:
             self.gamma if steps == 1 else 2.5 * self.gamma / steps)
         self.scale = scale
         self.warmup_epochs = int(warmup_epochs)
+        self.finite_only = finite_only
         self.named_params = select_parameters(model, params)
         self.params = [p for _, p in self.named_params]
         if self.gamma > 0 and not self.params:
@@ -133,6 +137,8 @@ class AWP:
         if self._v is not None:
             raise RuntimeError("AWP.perturb called twice without restore()")
         v = self.compute(closure)
+        if self.finite_only:
+            v = [torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0) for t in v]
         add_(self.params, v)
         self._v = v
         return v

@@ -395,8 +395,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return COMMANDS[command](rest)
     except TorchAWPError as exc:
-        print(f"torchawp: error: {exc}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", 2)
+        print(f"torchawp: {'stopped' if code == 130 else 'error'}: {exc}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("torchawp: interrupted", file=sys.stderr)
         return 130

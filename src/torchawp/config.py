@@ -163,6 +163,8 @@ class TrainConfig:
         out_dir: run directory (None: runs/<time>_<method>_<dataset>_<model>).
         resume: continue the run in out_dir from its last checkpoint if there is one.
         progress: show a progress bar.
+        skip_nonfinite: skip batches whose loss is NaN/inf instead of stopping the run (costs
+            one host sync per step).
     """
 
     method: str = "at-awp"
@@ -179,6 +181,7 @@ class TrainConfig:
     out_dir: Optional[str] = None
     resume: bool = False
     progress: bool = True
+    skip_nonfinite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)

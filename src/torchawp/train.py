@@ -13,10 +13,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import signal
+import threading
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -31,12 +36,13 @@ from .checkpoint import (load_state, load_state_dict_into, read_weights, save_st
                          save_weights, unwrap)
 from .config import TrainConfig, from_dict, load_recipe, to_dict, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TorchAWPError
 from .evaluate import evaluate
 from .methods import get_method
 from .models import create_model
-from .runtime import (AutocastModel, ChannelsLast, DistEnv, autocast_dtype, init_distributed,
-                      resolve_device, rng_state, seed_everything, set_rng_state)
+from .runtime import (AutocastModel, ChannelsLast, DistEnv, all_reduce_sum, autocast_dtype,
+                      init_distributed, resolve_device, rng_state, seed_everything,
+                      set_rng_state)
 
 
 @dataclasses.dataclass
@@ -160,10 +166,16 @@ class Trainer:
                                restarts=cfg.eval.restarts)
         gamma, warmup = _awp_settings(cfg, self.spec)
         self.awp = AWP(self.net, gamma=gamma if use_awp else 0.0, steps=cfg.awp.steps,
-                       scale=cfg.awp.scale, warmup_epochs=warmup) if use_awp else None
+                       scale=cfg.awp.scale, warmup_epochs=warmup,
+                       finite_only=cfg.skip_nonfinite) if use_awp else None
 
         self.run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
         self.start_epoch = 0
+        self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.epoch_data_state = self.data_gen.get_state()
+        self.skipped = 0
+        self._stop: Optional[str] = None
         self.best_epoch = -1
         self.best_val = -math.inf
         self.history: list[dict[str, Any]] = []
@@ -177,6 +189,13 @@ class Trainer:
             self.awp.perturb(lambda net: method_loss(net).loss)                # 2-3. w + v
         self.train_net.train()
         out = method_loss(self.train_net)                                      # 4. loss at w+v
+        if self.cfg.skip_nonfinite and not torch.isfinite(out.loss):  # a host sync, opt-in
+            if awp_on:
+                self.awp.restore()
+            self.scheduler.step()
+            self.skipped += 1
+            zero = torch.zeros((), device=self.device)
+            return zero, zero
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         self.scaler.step(self.optimizer)                                       #    step at w+v
@@ -187,16 +206,32 @@ class Trainer:
         correct = (out.logits_adv.argmax(1) == y[: len(out.logits_adv)]).sum()
         return out.loss.detach() * len(y), correct
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> Optional[dict[str, float]]:
+        """One epoch from ``self.step`` on (non-zero after a mid-epoch resume). Returns the
+        epoch's train metrics, or None when a stop signal ended it early (the position is in
+        ``self.step`` and ``self.sums`` for the checkpoint)."""
         awp_on = self.awp is not None and self.awp.active(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
-        for x, y in self.train_loader:
+        self.epoch_data_state = self.data_gen.get_state()
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        for i, (x, y) in enumerate(self.train_loader):
+            if i < self.step:  # resuming inside an epoch: replay the order, not the steps
+                continue
             loss, correct = self.train_step(x, y, awp_on)
-            sums += torch.stack([loss.double(), correct.double(),
-                                 torch.tensor(len(y), dtype=torch.float64, device=self.device)])
-        loss_sum, correct, n = sums.tolist()  # the epoch's one host sync
-        return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / n, "train_acc": correct / n}
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
+            self.sums += torch.stack([loss.double(), correct.double(), torch.tensor(
+                len(y), dtype=torch.float64, device=self.device)])
+            self.step = i + 1
+            if self._stop and not self.dist.enabled:
+                return None
+        loss_sum, correct, n = all_reduce_sum(self.sums.clone()).tolist()  # one host sync
+        if int(first_bad) >= 0:
+            raise TrainingDiverged(
+                f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
+                f"; the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}. Lower "
+                f"optim.lr, or pass --skip_nonfinite true to skip such batches")
+        return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
+                "train_acc": correct / max(n, 1)}
 
     def evaluate_epoch(self) -> dict[str, float]:
         """Clean and PGD accuracy of train (a fixed subset, at w, eval mode), val and test."""
@@ -236,40 +271,86 @@ class Trainer:
         return {"epoch": epoch, "config": to_dict(self.cfg), "metrics": row,
                 "dataset": dataclasses.asdict(self.splits.info)}
 
-    def save(self, epoch: int, row: dict, is_best: bool) -> None:
+    def save(self, epoch: int, row: dict, is_best: bool, step: int = 0) -> None:
+        """Checkpoint after ``epoch`` (``step == 0``), or ``step`` steps into epoch ``epoch + 1``
+        (a stop signal). The previous checkpoint is kept as ``prev.*`` until the new one is
+        complete, so a crash or a full disk at any moment leaves a good one."""
         if not self.dist.is_main:
             return
         gen_states = {"data": self.data_gen, "attack": self.attack_gen}
-        save_state(self.run_dir / "last.state.pt", {
-            "epoch": epoch, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": rng_state(gen_states), "best_epoch": self.best_epoch,
-            "best_val": self.best_val})
-        save_weights(self.run_dir / "last.safetensors", self.model, self._meta(epoch, row))
-        if is_best:
-            save_weights(self.run_dir / "best.safetensors", self.model, self._meta(epoch, row))
+        state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "rng": rng_state(gen_states), "best_epoch": self.best_epoch,
+                 "best_val": self.best_val}
+        if step:
+            state["epoch_data_state"] = self.epoch_data_state
+            state["sums"] = self.sums.cpu()
+        meta = dict(self._meta(epoch, row), step=step)
+        for name in CHECKPOINT_FILES:
+            if (self.run_dir / f"last.{name}").exists():
+                os.replace(self.run_dir / f"last.{name}", self.run_dir / f"prev.{name}")
+        try:
+            save_state(self.run_dir / "last.state.pt", state)
+            save_weights(self.run_dir / "last.safetensors", self.model, meta)
+            if is_best:
+                save_weights(self.run_dir / "best.safetensors", self.model, meta)
+        except OSError as exc:
+            raise CheckpointError(f"could not write a checkpoint to {self.run_dir} ({exc}); the "
+                                  f"previous one is intact as prev.*; free space and resume "
+                                  f"with --resume") from None
+
+    def _newest_checkpoint(self):
+        """The newest matching (training state, weights) pair among ``last.*`` and ``prev.*``.
+
+        Pairs are matched by (epoch, step) across both prefixes, so a crash between any two
+        renames or writes of :meth:`save` still leaves a usable pair."""
+        states, weights, problems = {}, {}, []
+        for prefix in ("last", "prev"):
+            try:
+                state = load_state(self.run_dir / f"{prefix}.state.pt")
+                states.setdefault((state["epoch"], state.get("step", 0)), state)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+            try:
+                tensors, meta = read_weights(self.run_dir / f"{prefix}.safetensors")
+                weights.setdefault((meta.get("epoch"), meta.get("step", 0)), (tensors, prefix))
+            except CheckpointError as exc:
+                problems.append(str(exc))
+        common = sorted(set(states) & set(weights), reverse=True)
+        if not common:
+            raise CheckpointError(f"no usable checkpoint in {self.run_dir}: "
+                                  + ("; ".join(problems) or "training state and weights are "
+                                     "from different steps"))
+        key = common[0]
+        real = [p for p in problems if "not found" not in p]
+        if real or key != max(states):
+            warnings.warn(f"{real[0] if real else 'the newest checkpoint is incomplete'}; "
+                          f"resuming from epoch {key[0] + 1} step {key[1]} instead")
+        tensors, prefix = weights[key]
+        return states[key], tensors, prefix
 
     def try_resume(self) -> bool:
-        """Continue from ``last.*`` in the run directory, if present."""
-        state_path = self.run_dir / "last.state.pt"
-        if not state_path.is_file():
+        """Continue from the run directory's newest good checkpoint, if there is one;
+        mid-epoch checkpoints resume at their step."""
+        if not any((self.run_dir / f"{p}.state.pt").is_file() for p in ("last", "prev")):
             return False
         saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text())
         _check_resumable(saved_cfg, self.cfg)
-        state = load_state(state_path)
-        weights, meta = read_weights(self.run_dir / "last.safetensors")
-        if meta.get("epoch") != state["epoch"]:
-            raise CheckpointError(f"{self.run_dir}: last.safetensors (epoch {meta.get('epoch')}) "
-                                  f"and last.state.pt (epoch {state['epoch']}) disagree")
-        load_state_dict_into(self.model, weights, str(self.run_dir / "last.safetensors"))
+        state, weights, prefix = self._newest_checkpoint()
+        load_state_dict_into(self.model, weights, str(self.run_dir / f"{prefix}.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], {"data": self.data_gen, "attack": self.attack_gen})
         self.start_epoch = state["epoch"] + 1
+        self.step = state.get("step", 0)
+        if self.step:  # replay the interrupted epoch's order from its start
+            self.data_gen.set_state(state["epoch_data_state"])
+            self.sums = state["sums"].to(self.device)
         self.best_epoch, self.best_val = state["best_epoch"], state["best_val"]
+        metrics = self.run_dir / "metrics.jsonl"
         rows = [json.loads(line) for line in
-                (self.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+                (metrics.read_text().splitlines() if metrics.exists() else []) if line.strip()]
         self.history = [r for r in rows if r["epoch"] <= state["epoch"]]
         return True
 
@@ -279,7 +360,8 @@ class Trainer:
         resumed = cfg.resume and self.try_resume()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if not resumed and (self.run_dir / "last.state.pt").exists():
+            if not resumed and any((self.run_dir / f"{p}.state.pt").exists()
+                                   for p in ("last", "prev")):
                 raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue "
                                   f"it or choose another --out-dir")
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg),
@@ -287,43 +369,62 @@ class Trainer:
             self._write_metrics()
         writer = self._tensorboard()
         progress = self._progress()
-        for epoch in range(self.start_epoch, cfg.epochs):
-            start = time.perf_counter()
-            row = {"epoch": epoch, **self.train_epoch(epoch)}
-            row["train_seconds"] = time.perf_counter() - start
-            if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.epochs - 1:
-                row.update(self.evaluate_epoch())
-            probe = cfg.eval.flatness_every
-            if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
-                row["flatness_avg"] = self.probe_flatness()
-            row["seconds"] = time.perf_counter() - start
-            # Model selection on the held-out validation split, never on the test set.
-            selector = row.get("val_robust_acc", row.get("val_clean_acc"))
-            if len(self.splits.val) == 0:  # no validation split: best is last
-                is_best = True
-            else:
-                is_best = selector is not None and selector > self.best_val
-            if is_best:
-                self.best_epoch = epoch
-                self.best_val = selector if selector is not None else self.best_val
-            self.history.append(row)
-            if self.dist.is_main:
-                self._write_metrics()
-                self.save(epoch, row, is_best)
-                for key, value in row.items():
-                    if isinstance(value, (int, float)) and key != "epoch":
-                        writer.add_scalar(key, value, epoch)
+        try:
+            with _stop_on_signals(self):
+                for epoch in range(self.start_epoch, cfg.epochs):
+                    if self._run_epoch(epoch, writer, progress) is None:
+                        self.save(epoch - 1, self.history[-1] if self.history else {}, False,
+                                  step=self.step)
+                        raise TrainingInterrupted(
+                            f"stopped by {self._stop} at epoch {epoch + 1}, step {self.step}; "
+                            f"checkpoint saved in {self.run_dir}: continue with --resume")
+        finally:
             if progress is not None:
-                progress.set_postfix_str(_postfix(row), refresh=False)
-                progress.update(1)
-        if progress is not None:
-            progress.close()
-        if writer is not None:
+                progress.close()
             writer.close()
         if self.dist.is_main:
             from .plots import plot_curves
             plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best_epoch)
+
+    def _run_epoch(self, epoch: int, writer, progress) -> Optional[dict]:
+        """Train, evaluate, select, log and checkpoint one epoch (None if stopped early)."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        train_row = self.train_epoch(epoch)
+        if train_row is None:
+            return None
+        self.step = 0
+        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        row = {"epoch": epoch, **train_row, "train_seconds": time.perf_counter() - start}
+        if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.epochs - 1:
+            row.update(self.evaluate_epoch())
+        probe = cfg.eval.flatness_every
+        if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
+            row["flatness_avg"] = self.probe_flatness()
+        if self.skipped:
+            row["skipped_steps"] = self.skipped
+        row["seconds"] = time.perf_counter() - start
+        # Model selection on the held-out validation split, never on the test set.
+        selector = row.get("val_robust_acc", row.get("val_clean_acc"))
+        if len(self.splits.val) == 0:  # no validation split: best is last
+            is_best = True
+        else:
+            is_best = selector is not None and selector > self.best_val
+        if is_best:
+            self.best_epoch = epoch
+            self.best_val = selector if selector is not None else self.best_val
+        self.history.append(row)
+        if self.dist.is_main:
+            self._write_metrics()
+            self.save(epoch, row, is_best)
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and key != "epoch":
+                    writer.add_scalar(key, value, epoch)
+        if progress is not None:
+            progress.set_postfix_str(_postfix(row), refresh=False)
+            progress.update(1)
+        return row
 
     def _write_metrics(self) -> None:
         from .checkpoint import atomic_write
@@ -342,6 +443,41 @@ class Trainer:
         from tqdm.auto import tqdm
         return tqdm(total=self.cfg.epochs, initial=self.start_epoch, unit="epoch",
                     dynamic_ncols=True, desc=f"{self.cfg.method} {self.cfg.data.name}")
+
+
+CHECKPOINT_FILES = ("state.pt", "safetensors")
+
+
+class TrainingInterrupted(TorchAWPError):
+    """SIGINT/SIGTERM: a checkpoint was saved at the current step."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingDiverged(TorchAWPError):
+    """The training loss became NaN or infinite."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: "Trainer"):
+    """SIGINT and SIGTERM set a flag; the loop stops after the current step and checkpoints.
+    Under DDP the signals keep their default action (the ranks cannot agree on a step without
+    a collective per step); such runs resume from the last epoch checkpoint."""
+    if threading.current_thread() is not threading.main_thread() or trainer.dist.enabled:
+        yield
+        return
+
+    def handler(signum, frame):
+        trainer._stop = signal.Signals(signum).name
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 class _NullWriter:
