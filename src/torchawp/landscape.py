@@ -56,6 +56,14 @@ def robust_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opti
     return loss_sum / len(y), correct / len(y)
 
 
+def _loss_at(model, params, saved, steps, x, y, attack, batch_size, seed):
+    """Robust loss and accuracy at ``w + sum(coeff * direction)``, from the exact saved ``w``."""
+    restore_exact(params, saved)
+    for direction, coeff in steps:
+        add_(params, direction, alpha=coeff)
+    return robust_loss(model, x, y, attack, batch_size, seed)
+
+
 @dataclass
 class Landscape:
     """``alphas`` (points), ``loss[d][i]`` and ``acc[d][i]`` per direction ``d``; for 2-D,
@@ -80,15 +88,10 @@ def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
     try:
         for _ in range(directions):
             d = filter_normalized_direction(model, gen)
-            row_l, row_a = [], []
-            for a in alphas:
-                restore_exact(params, saved)
-                add_(params, d, alpha=a)
-                loss, acc = robust_loss(model, x, y, attack, batch_size, seed)
-                row_l.append(loss)
-                row_a.append(acc)
-            losses.append(row_l)
-            accs.append(row_a)
+            row = [_loss_at(model, params, saved, [(d, a)], x, y, attack, batch_size, seed)
+                   for a in alphas]
+            losses.append([loss for loss, _ in row])
+            accs.append([acc for _, acc in row])
     finally:
         restore_exact(params, saved)
     return Landscape(alphas, losses, accs)
@@ -106,16 +109,10 @@ def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
     losses, accs = [], []
     try:
         for a in grid:
-            row_l, row_a = [], []
-            for b in grid:
-                restore_exact(params, saved)
-                add_(params, d1, alpha=a)
-                add_(params, d2, alpha=b)
-                loss, acc = robust_loss(model, x, y, attack, batch_size, seed)
-                row_l.append(loss)
-                row_a.append(acc)
-            losses.append(row_l)
-            accs.append(row_a)
+            row = [_loss_at(model, params, saved, [(d1, a), (d2, b)], x, y, attack,
+                            batch_size, seed) for b in grid]
+            losses.append([loss for loss, _ in row])
+            accs.append([acc for _, acc in row])
     finally:
         restore_exact(params, saved)
     return Landscape(grid, losses, accs, betas=grid)

@@ -165,7 +165,7 @@ class Trainer:
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
         gamma, warmup = _awp_settings(cfg, self.spec)
-        self.awp = AWP(self.net, gamma=gamma if use_awp else 0.0, steps=cfg.awp.steps,
+        self.awp = AWP(self.net, gamma=gamma, steps=cfg.awp.steps,
                        scale=cfg.awp.scale, warmup_epochs=warmup,
                        finite_only=cfg.skip_nonfinite) if use_awp else None
 
@@ -219,8 +219,9 @@ class Trainer:
                 continue
             loss, correct = self.train_step(x, y, awp_on)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
-            self.sums += torch.stack([loss.double(), correct.double(), torch.tensor(
-                len(y), dtype=torch.float64, device=self.device)])
+            self.sums[0] += loss.double()  # on the device: no host sync per step
+            self.sums[1] += correct.double()
+            self.sums[2] += len(y)
             self.step = i + 1
             if self._stop and not self.dist.enabled:
                 return None
