@@ -19,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from torchawp.attacks import PGD
 from torchawp.config import load_recipe

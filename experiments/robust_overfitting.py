@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -51,17 +52,39 @@ def flatness(run_dir: Path, which: str) -> dict:
     return {"average": avg["flatness"], "worst": worst["flatness"], "loss": avg["loss"]}
 
 
-def mean_std(values):
+def mean_std(values, digits=2):
     m = statistics.mean(values)
     s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.2f} ± {s:.2f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def render(results: dict) -> str:
+    """The markdown table: mean ± std over seeds."""
+    rows = ["| method | best test PGD-10 | last test PGD-10 | drop best→last | gap (last) | "
+            "train PGD-10 (last) | clean (last) | avg flatness (last) | worst flatness (last) |",
+            "|---" * 9 + "|"]
+    for method in ("at", "at-awp"):
+        rs = [r for r in results.values() if r["method"] == method]
+        col = lambda k: mean_std([r[k] for r in rs])  # noqa: E731
+        rows.append(f"| {method} | {col('best_test_robust')} | {col('last_test_robust')} | "
+                    f"{col('drop')} | {col('last_gap')} | {col('last_train_robust')} | "
+                    f"{col('last_test_clean')} | "
+                    f"{mean_std([r['flatness_last']['average'] for r in rs], 3)} | "
+                    f"{mean_std([r['flatness_last']['worst'] for r in rs], 4)} |")
+    return "\n".join(rows) + "\n"
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=str(HERE / "runs"))
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render the table from results/robust_overfitting.json")
     args = p.parse_args()
+    res_dir = HERE / "results"
+    if args.report_only:
+        print(render(json.loads((res_dir / "robust_overfitting.json").read_text())))
+        return
     torch.set_num_threads(2)
     out = Path(args.out)
     results = {}
@@ -82,40 +105,23 @@ def main():
                 "last_test_clean": 100 * last["test_clean_acc"],
                 "flatness_best": flatness(run.run_dir, "best"),
                 "flatness_last": flatness(run.run_dir, "last"),
-                "curves": str(run.run_dir / "curves.png"),
             }
-            print(method, seed, {k: v for k, v in results[f"{method}_s{seed}"].items()
-                                 if k != "curves"}, flush=True)
-    res_dir = HERE / "results"
+            print(method, seed, results[f"{method}_s{seed}"], flush=True)
     res_dir.mkdir(exist_ok=True)
     (res_dir / "robust_overfitting.json").write_text(json.dumps(results, indent=2))
 
-    # landscape of seed 0: AT vs AT-AWP, last checkpoints, same directions
+    # landscape of the first seed: AT vs AT-AWP, last checkpoints, the same directions
     curves = []
     for method in ("at", "at-awp"):
         model, splits, tm = load_for_eval(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
         x, y = splits.test.tensors(0, 300)
-        curves.append((method, landscape_1d(model, x, y, PGD(tm["norm"], tm["eps"],
-                                                             tm["step_size"], 10),
-                                            directions=3, points=11, seed=0)))
-    plot_landscapes_1d(curves, res_dir / "landscape_last.png",
-                       "PGD-10 robust loss, digits test, last checkpoints, 3 directions")
-    import shutil
-    for method in ("at", "at-awp"):
+        attack = PGD(tm["norm"], tm["eps"], tm["step_size"], 10)
+        curves.append((method, landscape_1d(model, x, y, attack, directions=3, points=11)))
         shutil.copy(out / f"{method}_s{args.seeds[0]}" / "curves.png",
                     res_dir / f"curves_{method}.png")
-
-    rows = ["| method | best test PGD-10 | last test PGD-10 | drop best→last | gap (last) | "
-            "train PGD-10 (last) | clean (last) | avg flatness (last) | worst flatness (last) |",
-            "|---" * 9 + "|"]
-    for method in ("at", "at-awp"):
-        rs = [r for r in results.values() if r["method"] == method]
-        col = lambda k: mean_std([r[k] for r in rs])  # noqa: E731
-        flat = lambda k: mean_std([r["flatness_last"][k] for r in rs])  # noqa: E731
-        rows.append(f"| {method} | {col('best_test_robust')} | {col('last_test_robust')} | "
-                    f"{col('drop')} | {col('last_gap')} | {col('last_train_robust')} | "
-                    f"{col('last_test_clean')} | {flat('average')} | {flat('worst')} |")
-    text = "\n".join(rows) + "\n"
+    plot_landscapes_1d(curves, res_dir / "landscape_last.png",
+                       "PGD-10 robust loss, digits test, last checkpoints, 3 directions")
+    text = render(results)
     (res_dir / "robust_overfitting.md").write_text(text)
     print(text)
 

@@ -1,5 +1,4 @@
 import torch
-from torch import nn
 
 from torchawp.attacks import PGD
 from torchawp.landscape import filter_normalized_direction, landscape_1d, landscape_2d, robust_loss

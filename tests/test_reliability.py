@@ -63,7 +63,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torchawp.cli", "train", "--out-dir", str(run),
             "--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "3",
-            "--progress", "false", "--attack.steps", "3", "--attack.step_size", "0.08",
+            "--threads", "2", "--progress", "false", "--attack.steps", "3",
+            "--attack.step_size", "0.08",
             "--eval.steps", "3", "--eval.train_examples", "100", "--eval.max_examples", "150",
             "--awp.warmup_epochs", "0", "--optim.milestones", "[1]", "--data.train_subset", "400"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -113,7 +113,8 @@ class AWP:
         """The perturbation ``v`` (one tensor per selected parameter), weights left at ``w``."""
         ball = RelativeL2Ball(self.params, self.gamma, self.scale)
         if self.steps == 1:
-            return ball.step(self._ascent_grads(closure), self.gamma)
+            # v overwrites the gradient buffers: one set of extra tensors, no copy of the model
+            return ball.step(self._ascent_grads(closure), self.gamma, inplace=True)
         v = [torch.zeros_like(p) for p in self.params]
         for _ in range(self.steps):
             add_(self.params, v)  # the gradient is taken at w + v ...

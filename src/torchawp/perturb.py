@@ -151,10 +151,15 @@ class RelativeL2Ball:
         total = torch.linalg.vector_norm(torch.stack([n.float() for n in per_tensor]))
         return [total] * len(per_tensor)
 
-    def step(self, grads: Sequence[torch.Tensor], step_size: float) -> list[torch.Tensor]:
-        """The ascent step ``step_size * ||w_l|| * g_l / (||g_l|| + eps)`` for every tensor."""
+    def step(self, grads: Sequence[torch.Tensor], step_size: float,
+             inplace: bool = False) -> list[torch.Tensor]:
+        """The ascent step ``step_size * ||w_l|| * g_l / (||g_l|| + eps)`` for every tensor
+        (written over ``grads`` with ``inplace``, so no second set of buffers is allocated)."""
         grad_norms = self._norms(grads)
         scales = [step_size * wn / (gn + self.eps) for wn, gn in zip(self.weight_norms, grad_norms)]
+        if inplace:
+            torch._foreach_mul_(list(grads), scales)
+            return list(grads)
         return torch._foreach_mul(list(grads), scales)
 
     def project(self, deltas: Sequence[torch.Tensor]) -> list[torch.Tensor]:

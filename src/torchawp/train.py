@@ -33,7 +33,7 @@ from torch import nn
 from .attacks import PGD
 from .awp import AWP
 from .checkpoint import (load_state, load_state_dict_into, read_weights, save_state,
-                         save_weights, unwrap)
+                         save_weights)
 from .config import TrainConfig, from_dict, load_recipe, to_dict, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
 from .errors import CheckpointError, ConfigError, TorchAWPError
@@ -325,8 +325,9 @@ class Trainer:
         key = common[0]
         real = [p for p in problems if "not found" not in p]
         if real or key != max(states):
-            warnings.warn(f"{real[0] if real else 'the newest checkpoint is incomplete'}; "
-                          f"resuming from epoch {key[0] + 1} step {key[1]} instead")
+            reason = real[0] if real else "the newest checkpoint is incomplete"
+            warnings.warn(f"{reason}; resuming from epoch {key[0] + 1} step {key[1]} instead",
+                          stacklevel=2)
         tensors, prefix = weights[key]
         return states[key], tensors, prefix
 

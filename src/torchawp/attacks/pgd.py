@@ -49,24 +49,25 @@ class PGD(Attack):
         self.loss = loss
 
     def _start(self, x, generator):
+        """The starting point: x plus the random start, clipped to [0, 1]."""
         if self.random_start == "uniform":
             delta = self.ball.random_start(x, generator)
         elif self.random_start == "normal":
             delta = 0.001 * torch.randn(x.shape, generator=generator, device=x.device,
                                         dtype=x.dtype)
         else:
-            delta = torch.zeros_like(x)
-        return (x + delta).clamp(0, 1) - x
+            return x.clone()
+        return (x + delta).clamp(0, 1)
 
     def _run(self, model, x, y, clean_probs, generator):
-        delta = self._start(x, generator)
+        x_adv = self._start(x, generator)
         for _ in range(self.steps):
-            delta.requires_grad_(True)
-            loss = attack_loss(self.loss, model(x + delta), y, clean_probs).sum()
-            (grad,) = torch.autograd.grad(loss, delta)
-            delta = self.ball.project(self.ball.step(delta.detach(), grad, self.step_size))
-            delta = (x + delta).clamp(0, 1) - x
-        return x + delta.detach()
+            x_adv.requires_grad_(True)  # the gradient is taken w.r.t. the input only
+            loss = attack_loss(self.loss, model(x_adv), y, clean_probs).sum()
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            delta = self.ball.project(self.ball.step(x_adv.detach() - x, grad, self.step_size))
+            x_adv = (x + delta).clamp(0, 1)
+        return x_adv.detach()
 
     def perturb(self, model, x, y, generator=None):
         clean_probs = None

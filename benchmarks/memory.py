@@ -1,0 +1,109 @@
+"""Peak memory of one AT step, one torchawp AT-AWP step and one proxy-model AWP step (the
+authors' and ART's approach), each measured in a fresh process on the same model and batch.
+
+On CUDA it reads torch.cuda.max_memory_allocated; on CPU the process's peak resident set size.
+The printed numbers are the increase over the AT step, next to the size of the model's weights.
+
+    python benchmarks/memory.py                      # PreActResNet-18, 32x32, batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import resource
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+
+def child(variant: str, args) -> dict:
+    from torchawp import AWP
+    from torchawp.attacks import PGD
+    from torchawp.models import create_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = create_model(args.model, 10, 3, 32).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    pgd = PGD(steps=args.steps, bn_mode="train")
+    awp = AWP(model, gamma=0.01)
+    proxy = copy.deepcopy(model)
+    proxy_opt = torch.optim.SGD(proxy.parameters(), lr=0.01)
+
+    def step():
+        x_adv = pgd(model, x, y)
+        if variant == "awp":
+            awp.perturb(lambda m: F.cross_entropy(m(x_adv), y))
+        elif variant == "proxy":  # the authors' AWP: copy weights into a proxy, step it, diff
+            proxy.load_state_dict(model.state_dict())
+            proxy.train()
+            proxy_opt.zero_grad()
+            (-F.cross_entropy(proxy(x_adv), y)).backward()
+            proxy_opt.step()
+            diff = {}
+            for (name, w), (_, p) in zip(model.named_parameters(), proxy.named_parameters()):
+                if w.dim() > 1 and "weight" in name:
+                    d = p.detach() - w.detach()
+                    diff[name] = 0.01 * w.norm() / (d.norm() + 1e-20) * d
+            with torch.no_grad():
+                for name, w in model.named_parameters():
+                    if name in diff:
+                        w.add_(diff[name])
+        model.train()
+        loss = F.cross_entropy(model(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if variant == "awp":
+            awp.restore()
+        elif variant == "proxy":
+            with torch.no_grad():
+                for name, w in model.named_parameters():
+                    if name in diff:
+                        w.sub_(diff[name])
+
+    step()  # allocator and optimizer state warm
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {"peak": peak, "weights": weights, "device": str(device)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="preact_resnet18")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2, help="PGD steps (memory does not grow)")
+    p.add_argument("--child", default=None)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return
+    out = {}
+    for variant in ("at", "awp", "proxy"):
+        cmd = [sys.executable, __file__, "--child", variant, "--model", args.model,
+               "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
+        out[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
+                                                 check=True).stdout.strip().splitlines()[-1])
+    mb = lambda b: b / 2**20  # noqa: E731
+    base = out["at"]["peak"]
+    print(f"{args.model}, batch {args.batch_size}, {out['at']['device']}; weights "
+          f"{mb(out['at']['weights']):.0f} MiB; peak over AT: torchawp AWP "
+          f"+{mb(out['awp']['peak'] - base):.0f} MiB, proxy-model AWP "
+          f"+{mb(out['proxy']['peak'] - base):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
