@@ -167,7 +167,8 @@ class Trainer:
         gamma, warmup = _awp_settings(cfg, self.spec)
         self.awp = AWP(self.net, gamma=gamma, steps=cfg.awp.steps,
                        scale=cfg.awp.scale, warmup_epochs=warmup,
-                       finite_only=cfg.skip_nonfinite) if use_awp else None
+                       finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
+                       ) if use_awp else None
 
         self.run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
         self.start_epoch = 0
@@ -185,8 +186,9 @@ class Trainer:
         """One adversarial training step; returns (loss, number correct) as device tensors."""
         x_adv = self.attack(self.net, x, y, self.attack_gen)                    # 1. x' at w
         method_loss = lambda net: self.spec.loss(net, x, x_adv, y, self.cfg.beta)  # noqa: E731
-        if awp_on:
-            self.awp.perturb(lambda net: method_loss(net).loss)                # 2-3. w + v
+        if awp_on:  # fp16: the ascent loss is scaled like the training loss against
+            # underflow; v is normalised per tensor, so the scale cancels exactly
+            self.awp.perturb(lambda net: self.scaler.scale(method_loss(net).loss))  # 2-3. w+v
         self.train_net.train()
         out = method_loss(self.train_net)                                      # 4. loss at w+v
         if self.cfg.skip_nonfinite and not torch.isfinite(out.loss):  # a host sync, opt-in
