@@ -14,32 +14,36 @@ from .runtime import all_reduce_sum
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[tuple[str, Attack]] = (),
+def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
              batch_size: int = 256, max_examples: Optional[int] = None,
              generator: Optional[torch.Generator] = None, device=None, rank: int = 0,
-             world_size: int = 1) -> dict[str, float]:
+             world_size: int = 1, clean: bool = True) -> dict[str, float]:
     """Accuracy and mean loss, clean and under each attack, in eval mode.
 
-    Returns ``{"clean_acc", "clean_loss", "<name>_acc", "<name>_loss", ..., "robust_acc",
-    "n"}`` where ``robust_acc`` counts an example as robust only if every attack fails on it
-    (the per-example worst case). Accuracies are fractions in [0, 1]. The first
-    ``max_examples`` images are used; under DDP each rank takes a shard and sums are
-    all-reduced. Counts stay on the device until the end (one host sync).
+    ``data`` is an :class:`ArrayDataset` or a pair ``(x, y)`` with ``x`` in [0, 1]. Returns
+    ``{"clean_acc", "clean_loss", "<name>_acc", "<name>_loss", ..., "robust_acc", "n"}`` where
+    ``robust_acc`` counts an example as robust only if it is classified correctly clean and
+    under every attack (the per-example worst case). Accuracies are fractions in [0, 1]. The
+    first ``max_examples`` images are used; under DDP each rank takes a shard and sums are
+    all-reduced. Counts stay on the device until the end (one host sync). ``clean=False``
+    skips the clean pass.
     """
+    images, labels = (data.images, data.labels) if isinstance(data, ArrayDataset) else data
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
-    n = len(data) if max_examples is None else min(max_examples, len(data))
-    names = ["clean"] + [name for name, _ in attacks]
+    n = len(labels) if max_examples is None else min(max_examples, len(labels))
+    names = (["clean"] if clean else []) + [name for name, _ in attacks]
+    attack_of = dict(attacks)
     sums = torch.zeros(2 * len(names) + 2, dtype=torch.float64, device=device)
     index = torch.arange(rank, n, world_size)
     for start in range(0, len(index), batch_size):
-        idx = index[start:start + batch_size].to(data.images.device)
-        x = to_float(data.images[idx]).to(device)
-        y = data.labels[idx].to(device)
+        idx = index[start:start + batch_size].to(images.device)
+        x = to_float(images[idx]).to(device)
+        y = labels[idx].to(device)
         robust = torch.ones_like(y, dtype=torch.bool)
         for i, name in enumerate(names):
-            x_in = x if name == "clean" else attacks[i - 1][1](model, x, y, generator)
+            x_in = x if name == "clean" else attack_of[name](model, x, y, generator)
             logits = model(x_in).float()
             correct = logits.argmax(1) == y
             robust &= correct

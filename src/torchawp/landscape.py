@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attacks import Attack
@@ -37,23 +36,20 @@ def filter_normalized_direction(model: nn.Module, generator: Optional[torch.Gene
     return direction
 
 
-@torch.no_grad()
 def robust_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
                 batch_size: int = 500, seed: int = 0) -> tuple[float, float]:
     """``(mean loss, accuracy)`` of ``model`` on ``attack(x)`` (clean if ``attack`` is None),
     eval mode, the attack's randomness seeded so that every call is comparable."""
-    model.eval()
+    from .evaluate import evaluate
+
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-        if attack is not None:
-            xb = attack(model, xb, yb, gen)
-        logits = model(xb).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return loss_sum / len(y), correct / len(y)
+    if attack is None:
+        m = evaluate(model, (x, y), batch_size=batch_size, generator=gen)
+        return m["clean_loss"], m["clean_acc"]
+    m = evaluate(model, (x, y), [("rho", attack)], batch_size=batch_size, generator=gen,
+                 clean=False)
+    return m["rho_loss"], m["rho_acc"]
 
 
 def _loss_at(model, params, saved, steps, x, y, attack, batch_size, seed):
