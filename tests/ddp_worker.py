@@ -23,6 +23,8 @@ def main(out: Path):
     result = fit.fit()
     if rank == 0:
         (out / "fit_ok").write_text(str(result.last["test_robust_acc"]))
+    torch.distributed.barrier()  # no rank leaves while another still talks to it
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -120,12 +120,24 @@ def cmd_train(argv: list[str]) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     trainer = Trainer(cfg)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        _leave_process_group()
     if trainer.dist.is_main:
         print(f"\n{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
               f"{cfg.attack.eps:.4g}, PGD-{cfg.eval.steps} (eval mode); run: {result.run_dir}")
         print(summary_table(result))
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun: wait for every rank, then close the process group cleanly."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def cmd_eval(argv: list[str]) -> int:

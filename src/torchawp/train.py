@@ -364,6 +364,8 @@ class Trainer:
         resumed = cfg.resume and self.try_resume()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # half-written by a killed process
+                stale.unlink(missing_ok=True)
             if not resumed and any((self.run_dir / f"{p}.state.pt").exists()
                                    for p in ("last", "prev")):
                 raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue "
