@@ -59,6 +59,7 @@ def test_no_config_on_digits_uses_the_digits_recipe(capsys):
 @pytest.mark.parametrize("args,message", [
     (["--awp.gamma", "-1"], "awp.gamma must be >= 0"),
     (["--attack.eps", "8"], "attack.eps must be in [0, 1]"),
+    (["--attack.step_size", "-0.1"], "attack.step_size must be in [0, 1]"),
     (["--method", "trades-aw"], "did you mean 'trades-awp'"),
     (["--model", "preact_resnet"], "did you mean 'preact_resnet18'"),
     (["--data.name", "cifar-10"], "did you mean 'cifar10'"),

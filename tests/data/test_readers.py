@@ -164,3 +164,35 @@ def test_rst_batches_mix_the_requested_fraction_of_extra_data(digits_splits):
     for x, y in batches[:-1]:
         assert len(y) == 64 and (y == 9).sum() == 32
         assert torch.equal((x.flatten(1)[:, 0] == 0), y == 9)  # images and labels stay paired
+
+
+def test_truncated_cifar_pickle_is_a_clear_error(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        pickle.dump(_cifar_batch(5, rng), open(folder / name, "wb"))
+    raw = (folder / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="data_batch_3 is not a readable CIFAR batch"):
+        load_splits("cifar10", str(tmp_path))
+
+
+@pytest.mark.parametrize("labels,message", [([0, 3, 12], r"labels must lie in \[0, 9\]"),
+                                            ([0.5, 1.0, 2.0], "must be 3 integers")])
+def test_rst_extra_data_with_bad_labels_is_rejected(tmp_path, labels, message):
+    from torchawp.data import load_extra
+
+    path = tmp_path / "extra.npz"
+    np.savez(path, images=np.zeros((3, 8, 8, 1), dtype=np.uint8), labels=np.array(labels))
+    with pytest.raises(DataError, match=message):
+        load_extra(path, 10, 1, 8)
+
+
+def test_rst_extra_data_of_the_wrong_shape_is_rejected(tmp_path):
+    from torchawp.data import load_extra
+
+    path = tmp_path / "extra.npz"
+    np.savez(path, images=np.zeros((3, 28, 28, 1), dtype=np.uint8), labels=np.zeros(3, int))
+    with pytest.raises(DataError, match="labelled data"):
+        load_extra(path, 10, 1, 8)
