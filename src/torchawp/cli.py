@@ -120,10 +120,8 @@ def cmd_train(argv: list[str]) -> int:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
     trainer = Trainer(cfg)
-    try:
-        result = trainer.fit()
-    finally:
-        _leave_process_group()
+    result = trainer.fit()
+    _leave_process_group()  # on success only: a failed rank exits and torchrun stops the rest
     if trainer.dist.is_main:
         print(f"\n{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
               f"{cfg.attack.eps:.4g}, PGD-{cfg.eval.steps} (eval mode); run: {result.run_dir}")
