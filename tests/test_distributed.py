@@ -23,15 +23,18 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path):
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # every rank applied the same v
 
     single = Trainer(ddp_config(tmp_path / "single"))
+    init = {k: v.clone() for k, v in single.model.state_dict().items()}
     single.attack.random_start = "none"
     x, y = global_batch()
     for _ in range(STEPS):
         single.train_step(x, y, awp_on=True)
+    # The two-rank update equals the one-process update up to float noise (PGD's sign() turns
+    # reduction-order differences into ~1% of the update); ranks that did not average their
+    # gradients would be 25-70% off.
     for k, v in single.model.state_dict().items():
-        assert torch.allclose(v, rank0[k], atol=1e-5, rtol=1e-4), k
-    assert not torch.equal(single.model.state_dict()["net.features.0.weight"],
-                           Trainer(ddp_config(tmp_path / "fresh")).model.state_dict()
-                           ["net.features.0.weight"])  # training moved the weights
+        update = (v - init[k]).norm()
+        assert update > 0, k  # training moved every tensor
+        assert (v - rank0[k]).norm() < 0.05 * update, k
 
     # the sharded 1-epoch fit ran, and only rank 0 wrote the run directory
     assert (tmp_path / "fit_ok").exists()
