@@ -180,3 +180,27 @@ def test_crash_between_the_renames_of_a_save_still_resumes_exactly(tmp_path, ref
     os.replace(run / "last.state.pt", run / "prev.state.pt")  # as if killed right after this
     resumed = torchawp.train(tiny_config(run, epochs=3, resume=True))
     assert same(weights(resumed.run_dir), weights(reference.run_dir))
+
+
+class Killed(BaseException):
+    """A SIGKILL, as far as the code under test can tell: nothing after it runs."""
+
+
+@pytest.mark.parametrize("victim", ["last.safetensors", "best.safetensors", "last.state.pt"])
+def test_kill_inside_the_first_save_resumes_exactly(tmp_path, monkeypatch, reference, victim):
+    import torchawp.checkpoint as ckpt
+
+    write = ckpt.atomic_write
+
+    def killed_at_victim(path, fn):
+        if Path(path).name == victim:
+            raise Killed
+        write(path, fn)
+
+    monkeypatch.setattr(ckpt, "atomic_write", killed_at_victim)
+    with pytest.raises(Killed):
+        torchawp.train(tiny_config(tmp_path / "run", epochs=3))
+    monkeypatch.undo()
+    resumed = torchawp.train(tiny_config(tmp_path / "run", epochs=3, resume=True))
+    assert same(weights(resumed.run_dir), weights(reference.run_dir))
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]

@@ -277,7 +277,9 @@ class Trainer:
     def save(self, epoch: int, row: dict, is_best: bool, step: int = 0) -> None:
         """Checkpoint after ``epoch`` (``step == 0``), or ``step`` steps into epoch ``epoch + 1``
         (a stop signal). The previous checkpoint is kept as ``prev.*`` until the new one is
-        complete, so a crash or a full disk at any moment leaves a good one."""
+        complete, so a crash or a full disk at any moment leaves a good one. The training state
+        is written last: it commits the checkpoint (a run killed inside its first save has no
+        state file and starts over)."""
         if not self.dist.is_main:
             return
         gen_states = {"data": self.data_gen, "attack": self.attack_gen}
@@ -293,10 +295,10 @@ class Trainer:
             if (self.run_dir / f"last.{name}").exists():
                 os.replace(self.run_dir / f"last.{name}", self.run_dir / f"prev.{name}")
         try:
-            save_state(self.run_dir / "last.state.pt", state)
             save_weights(self.run_dir / "last.safetensors", self.model, meta)
             if is_best:
                 save_weights(self.run_dir / "best.safetensors", self.model, meta)
+            save_state(self.run_dir / "last.state.pt", state)
         except OSError as exc:
             raise CheckpointError(f"could not write a checkpoint to {self.run_dir} ({exc}); the "
                                   f"previous one is intact as prev.*; free space and resume "
