@@ -2,7 +2,10 @@
 
 Both steps run through the same Trainer.train_step (PGD-10 crafting, the method's loss, SGD),
 on the same model and batch; the AWP step adds the ascent pass, perturb and restore. Steps
-alternate in blocks so drift in machine speed hits both alike; the ratio of medians is printed.
+alternate in blocks so drift in machine speed hits both alike; the median of the per-round
+ratios is printed with their range, and with the floor the ratio could reach: AWP's ascent is a
+forward and a parameter backward, about one training pass, so the ratio cannot go below
+1 + (training pass / AT step).
 
     python benchmarks/awp_overhead.py                                  # small CNN, 8x8 digits
     python benchmarks/awp_overhead.py --model small_cnn --image-size 28
@@ -54,6 +57,21 @@ def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def timed_train_pass(trainer: Trainer, x, y, n: int) -> float:
+    """One training forward, backward and optimizer step on fixed inputs: what the AWP ascent
+    pass (a forward and a parameter backward) is compared with."""
+    net, x_adv = trainer.train_net, trainer.attack(trainer.net, x, y, trainer.attack_gen)
+    start = time.perf_counter()
+    for _ in range(n):
+        net.train()
+        loss = trainer.spec.loss(net, x, x_adv, y, trainer.cfg.beta).loss
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+    loss.item()
+    return (time.perf_counter() - start) / n
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="small_cnn")
@@ -74,18 +92,23 @@ def main():
     x, y = next(iter(trainer.train_loader))
     timed(trainer, x, y, True, 2)  # warm-up both paths
     timed(trainer, x, y, False, 2)
-    base, awp = [], []
+    base, awp, one_pass = [], [], []
     for _ in range(args.rounds):
         base.append(timed(trainer, x, y, False, args.per_round))
         awp.append(timed(trainer, x, y, True, args.per_round))
-    b, a = statistics.median(base), statistics.median(awp)
-    name = args.method[:-4] if args.method.endswith("-awp") else args.method
+        one_pass.append(timed_train_pass(trainer, x, y, args.per_round))
+    b, a, t = (statistics.median(v) for v in (base, awp, one_pass))
+    paired = sorted(ai / bi for ai, bi in zip(awp, base))  # adjacent blocks: drift cancels
+    name = args.method.removesuffix("-awp")
     print(f"{args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
           f"{args.batch_size}, PGD-{args.steps}, {args.precision}"
           f"{', channels_last' if args.channels_last else ''}, {trainer.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"{name} step {b * 1e3:.1f} ms, {name}-awp step {a * 1e3:.1f} ms, "
-          f"ratio {name}-awp / {name} = {a / b:.3f}")
+          f"ratio {name}-awp / {name} = {statistics.median(paired):.3f} (median of "
+          f"{len(paired)} paired rounds, {paired[0]:.3f} to {paired[-1]:.3f})")
+    print(f"AWP's extra time per step = {(a - b) / t:.2f} x one training pass ({t * 1e3:.1f} ms); "
+          f"floor for the ratio (AWP's ascent costing one training pass) = {1 + t / b:.3f}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def art_epoch(args, splits) -> float:
     return time.perf_counter() - start
 
 
-def pgd_times(args, splits, rounds: int) -> tuple[float, float]:
+def pgd_times(args, splits, rounds: int) -> tuple[list[float], list[float]]:
     import torchattacks
 
     from torchawp.models import create_model
@@ -91,7 +91,13 @@ def pgd_times(args, splits, rounds: int) -> tuple[float, float]:
         t = time.perf_counter()
         theirs(x, y)
         b.append(time.perf_counter() - t)
-    return statistics.median(a), statistics.median(b)
+    return a, b
+
+
+def paired(theirs: list[float], ours: list[float]) -> str:
+    """Median of the per-round ratios (each from adjacent runs, so drift cancels) and range."""
+    r = sorted(t / o for t, o in zip(theirs, ours))
+    return f"{statistics.median(r):.2f} (median of {len(r)} paired rounds, {r[0]:.2f} to {r[-1]:.2f})"
 
 
 def main():
@@ -108,10 +114,10 @@ def main():
     o, a = statistics.median(ours), statistics.median(art)
     print(f"AT-AWP epoch on digits ({len(splits.train)} images, small CNN, PGD-10, gamma "
           f"{args.gamma}, CPU {torch.get_num_threads()} threads): torchawp {o:.2f} s, ART "
-          f"{a:.2f} s, ART / torchawp = {a / o:.2f}")
+          f"{a:.2f} s, ART / torchawp = {paired(art, ours)}")
     po, pt = pgd_times(args, splits, 5 * args.rounds)
-    print(f"PGD-10 on 512 digits: torchawp {1e3 * po:.0f} ms, torchattacks {1e3 * pt:.0f} ms, "
-          f"torchattacks / torchawp = {pt / po:.2f}")
+    print(f"PGD-10 on 512 digits: torchawp {1e3 * statistics.median(po):.0f} ms, torchattacks "
+          f"{1e3 * statistics.median(pt):.0f} ms, torchattacks / torchawp = {paired(pt, po)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+"""The benchmark scripts run and print the ratios the README quotes (tiny sizes: timings here
+mean nothing; the point is that the scripts do not rot)."""
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def number(pattern, text):
+    match = re.search(pattern, text)
+    assert match, text
+    return float(match.group(1))
+
+
+def test_awp_overhead_prints_ratio_and_floor():
+    out = run("awp_overhead.py", "--rounds", "2", "--per-round", "1", "--steps", "2",
+              "--batch-size", "16")
+    assert number(r"ratio at-awp / at = ([\d.]+) \(median of 2 paired rounds", out) > 0
+    assert number(r"floor for the ratio .* = ([\d.]+)", out) > 1  # a training pass costs time
+
+
+def test_memory_prints_extra_peak_of_both_awp_variants():
+    out = run("memory.py", "--model", "small_cnn", "--batch-size", "4", "--steps", "1")
+    assert re.search(r"torchawp AWP \+-?\d+ MiB, proxy-model AWP \+-?\d+ MiB", out), out
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("art") and importlib.util.find_spec(
+    "torchattacks")), reason="benchmark-only peers (ART, torchattacks) not installed")
+def test_peers_prints_both_ratios():
+    out = run("peers.py", "--rounds", "1")
+    assert number(r"ART / torchawp = ([\d.]+)", out) > 0
+    assert number(r"torchattacks / torchawp = ([\d.]+)", out) > 0
