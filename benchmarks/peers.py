@@ -97,7 +97,8 @@ def pgd_times(args, splits, rounds: int) -> tuple[list[float], list[float]]:
 def paired(theirs: list[float], ours: list[float]) -> str:
     """Median of the per-round ratios (each from adjacent runs, so drift cancels) and range."""
     r = sorted(t / o for t, o in zip(theirs, ours))
-    return f"{statistics.median(r):.2f} (median of {len(r)} paired rounds, {r[0]:.2f} to {r[-1]:.2f})"
+    return (f"{statistics.median(r):.2f} (median of {len(r)} paired rounds, "
+            f"{r[0]:.2f} to {r[-1]:.2f})")
 
 
 def main():

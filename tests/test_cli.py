@@ -54,6 +54,15 @@ def test_no_config_on_digits_uses_the_digits_recipe(capsys):
     code, out, _ = run_cli(capsys, "train", "--dry-run")
     cfg = yaml.safe_load(out)
     assert (cfg["data"]["name"], cfg["model"], cfg["attack"]["eps"]) == ("digits", "small_cnn", 0.2)
+    assert cfg["data"]["extra_data"] is None
+
+
+@pytest.mark.parametrize("method", ["rst", "rst-awp"])
+def test_rst_on_digits_hides_labels_and_self_labels_them(capsys, method):
+    code, out, _ = run_cli(capsys, "train", "--method", method, "--dry-run")
+    cfg = yaml.safe_load(out)
+    assert code == 0 and cfg["method"] == method
+    assert (cfg["data"]["train_subset"], cfg["data"]["extra_data"]) == (150, "auto")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -64,6 +73,7 @@ def test_no_config_on_digits_uses_the_digits_recipe(capsys):
     (["--model", "preact_resnet"], "did you mean 'preact_resnet18'"),
     (["--data.name", "cifar-10"], "did you mean 'cifar10'"),
     (["--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
+    (["--method", "rst", "--data.train_subset", "null"], "set data.train_subset"),
     (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
     (["--awp.gamma", "abc"], "invalid value 'abc' for awp.gamma"),
     (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),

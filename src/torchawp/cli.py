@@ -62,14 +62,16 @@ def _normalise_options(argv: list[str]) -> list[str]:
 
 def _resolve_recipes(argv: list[str]) -> list[str]:
     """Recipe names to paths. With no --config, training on digits starts from the shipped
-    ``digits`` recipe (the offline default job); other datasets start from the TrainConfig
-    defaults, the paper's CIFAR protocol."""
+    ``digits`` recipe (the offline default job; ``digits_rst`` for RST, which hides most labels
+    and pseudo-labels those images); other datasets start from the TrainConfig defaults, the
+    paper's CIFAR protocol."""
     from .config import recipe_path
 
     out = list(argv)
     if _option_value(out, "--config") is None and _option_value(out, "--data.name") in (
             None, "digits"):
-        out = ["--config", "digits"] + out
+        rst = (_option_value(out, "--method") or "").startswith("rst")
+        out = ["--config", "digits_rst" if rst else "digits"] + out
     for i, arg in enumerate(out):
         if arg == "--config" and i + 1 < len(out):
             out[i + 1] = str(recipe_path(out[i + 1]))

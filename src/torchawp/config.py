@@ -40,7 +40,10 @@ class DataConfig:
         augment: auto (per dataset: crop-flip for CIFAR, none otherwise), none, crop-flip, crop.
         train_subset: use only this many training images (None: all); for quick studies.
         extra_data: RST only: .npz file with pseudo-labelled extra images (images uint8 NHWC
-            or NCHW, labels int).
+            or NCHW, labels int), or ``auto``: label the training images that train_subset
+            leaves out with a standard model trained first on the labelled ones (self-training).
+        self_label_epochs: with extra_data auto: epochs of that standard model (cosine
+            schedule, the run's other optimizer settings).
         unlabeled_fraction: RST only: fraction of every batch drawn from extra_data.
     """
 
@@ -52,6 +55,7 @@ class DataConfig:
     augment: str = "auto"
     train_subset: Optional[int] = None
     extra_data: Optional[str] = None
+    self_label_epochs: int = 20
     unlabeled_fraction: float = 0.5
 
 
@@ -225,6 +229,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
     _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
     _one_of("data.augment", d.augment, AUGMENTS)
+    _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
+           "an integer >= 1")
     _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
            "None or >= 1")
     _check(0.0 <= d.unlabeled_fraction < 1.0, "data.unlabeled_fraction", d.unlabeled_fraction,
@@ -261,9 +267,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
     if cfg.method.startswith("rst") and not d.extra_data:
         raise ConfigError(
-            "method rst needs data.extra_data: an .npz of pseudo-labelled images "
-            "(make one with `torchawp pseudo-label`)"
+            "method rst needs data.extra_data: an .npz of pseudo-labelled images (make one with "
+            "`torchawp pseudo-label`), or auto with data.train_subset to hide most labels"
         )
+    if cfg.method.startswith("rst") and d.extra_data == "auto" and d.train_subset is None:
+        raise ConfigError("data.extra_data auto labels the training images that "
+                          "data.train_subset leaves out; set data.train_subset (e.g. 150)")
     return cfg
 
 

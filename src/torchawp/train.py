@@ -114,13 +114,20 @@ class Trainer:
         self.dist: DistEnv = init_distributed(self.device)
         seed_everything(cfg.seed)
 
+        self.run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
+
         d = cfg.data
         self.splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed,
                                             d.train_subset)
         info = self.splits.info
         if self.spec.needs_extra_data and self.splits.extra is None:
-            self.splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
-                                           info.image_size)
+            if d.extra_data == "auto":  # RST's self-training, in-process
+                from .pseudo_label import self_label
+                self.splits.extra = self_label(cfg, self.splits, self.run_dir / "labeller")
+                seed_everything(cfg.seed)  # the model below starts as without the labeller
+            else:
+                self.splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
+                                               info.image_size)
         self.model = model if model is not None else create_model(
             cfg.model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
             **cfg.model_args)
@@ -170,7 +177,6 @@ class Trainer:
                        finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
                        ) if use_awp else None
 
-        self.run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
         self.start_epoch = 0
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +74,34 @@ def test_pseudo_label_command_labels_the_held_out_images(tmp_path, capsys):
     with np.load(out) as npz:
         assert npz["images"].shape == (1203 - 200 - 300, 1, 8, 8)
         assert npz["labels"].min() >= 0 and npz["labels"].max() <= 9
+
+
+def test_rst_with_extra_data_auto_self_labels_the_hidden_images(tmp_path):
+    from torchawp.checkpoint import load
+    from torchawp.pseudo_label import pseudo_label
+    from torchawp.train import Trainer
+
+    def rst_config(epochs):
+        cfg = tiny_config(tmp_path / "rst", method="rst-awp", epochs=epochs)
+        cfg.data.train_subset, cfg.data.extra_data, cfg.data.self_label_epochs = 300, "auto", 8
+        return cfg
+
+    trainer = Trainer(rst_config(1))
+    labeller_dir = trainer.run_dir / "labeller"
+    extra, unused = trainer.splits.extra, trainer.splits.unused
+    assert torch.equal(extra.images, unused.images)  # the images whose labels were hidden
+    labeller = load(labeller_dir / "best.safetensors")
+    assert labeller.checkpoint_meta["config"]["method"] == "standard"
+    assert torch.equal(extra.labels, pseudo_label(labeller, unused.images)[0])
+    report = json.loads((labeller_dir / "pseudo_labels.json").read_text())
+    assert report["pseudo_labelled"] == len(unused) == 1203 - 200 - 300
+    assert report["agreement_with_hidden_labels"] > 0.3  # a trained labeller, not chance
+    assert report["agreement_with_hidden_labels"] < 1  # pseudo, not the true labels
+    trainer.fit()
+
+    stamp = (labeller_dir / "last.state.pt").stat().st_mtime_ns
+    resumed = torchawp.train(dataclasses.replace(rst_config(2), resume=True))
+    assert (labeller_dir / "last.state.pt").stat().st_mtime_ns == stamp  # not retrained
+    fresh = torchawp.train(dataclasses.replace(rst_config(2), out_dir=str(tmp_path / "fresh")))
+    for k, v in load(resumed.run_dir / "last.safetensors").state_dict().items():
+        assert torch.equal(v, load(fresh.run_dir / "last.safetensors").state_dict()[k]), k
