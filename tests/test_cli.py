@@ -135,3 +135,21 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
 def test_probe_flatness_alias(capsys):
     code, out, _ = run_cli(capsys, "train", "--probe-flatness-every", "5", "--dry-run")
     assert code == 0 and yaml.safe_load(out)["eval"]["flatness_every"] == 5
+
+
+def test_eval_runs_once_when_the_last_epoch_is_the_best(tmp_path, capsys):
+    import torchawp
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "run", epochs=1)
+    cfg.data.val_size = 0  # no validation split: best is last
+    torchawp.train(cfg)
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "run"), "--attacks", "pgd5",
+                             "--n-examples", "40", "--no-checks")
+    assert code == 0, err
+    assert "best and last are the same weights: evaluated once" in out
+    assert sorted(p.name for p in (tmp_path / "run" / "eval_state").iterdir()) == ["best"]
+    best, last = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert (best["which"], last["which"]) == ("best", "last")
+    assert last["checkpoint"].endswith("last.safetensors")
+    assert best["accuracy"] == last["accuracy"]

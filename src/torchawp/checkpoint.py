@@ -90,6 +90,13 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two checkpoints hold identical tensors (e.g. ``best`` when the last epoch was
+    the best one)."""
+    (ta, _), (tb, _) = read_weights(a), read_weights(b)
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load weights, turning a shape or key mismatch into one clear line."""
     model = unwrap(model)
