@@ -29,6 +29,7 @@ from torchawp.train import Trainer
 def our_epoch(args, splits) -> float:
     cfg = load_recipe("digits")
     cfg.method, cfg.progress, cfg.out_dir, cfg.device = "at-awp", False, "/dev/null/x", "cpu"
+    cfg.channels_last = False  # ART runs the model in the default (NCHW) memory format
     cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps = args.eps, args.eps / 4, 10
     cfg.attack.bn_mode = "eval"  # ART crafts with the model in eval mode
     cfg.awp.gamma, cfg.awp.warmup_epochs = args.gamma, 0

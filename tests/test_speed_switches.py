@@ -11,6 +11,7 @@ from .helpers import tiny_config
 
 
 def trainer(tmp_path, attack=True, **overrides):
+    overrides = {"channels_last": False, **overrides}  # the plain path unless switched
     cfg = tiny_config(tmp_path / "t", **overrides)
     cfg.device = "cpu"
     t = Trainer(cfg)

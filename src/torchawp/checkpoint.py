@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .runtime import AutocastModel, ChannelsLast
+from .runtime import AutocastModel
 
 FORMAT = 1
 
@@ -30,7 +30,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if hasattr(model, "_orig_mod"):
             model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, AutocastModel, ChannelsLast)):
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, AutocastModel)):
             model = model.module
         else:
             return model

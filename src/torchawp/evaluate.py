@@ -168,6 +168,8 @@ def load_for_eval(path, which: str = "best", device: str = "auto",
 
     model = load(path, which=which, device=resolve_device(device))
     cfg = model.checkpoint_meta.get("config") or {}
+    if cfg.get("channels_last"):  # as trained: NHWC weights make every convolution NHWC
+        model.to(memory_format=torch.channels_last)
     data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
     train_eps = attack_cfg.get("eps", 8 / 255)
     eps = train_eps if eps is None else eps

@@ -51,17 +51,6 @@ class AutocastModel(nn.Module):
         return out.float()
 
 
-class ChannelsLast(nn.Module):
-    """Feeds ``module`` NHWC (channels_last) inputs; weights are converted once outside."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x):
-        return self.module(x.contiguous(memory_format=torch.channels_last))
-
-
 @dataclass
 class DistEnv:
     rank: int = 0

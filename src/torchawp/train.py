@@ -40,7 +40,7 @@ from .errors import CheckpointError, ConfigError, TorchAWPError
 from .evaluate import evaluate
 from .methods import get_method
 from .models import create_model
-from .runtime import (AutocastModel, ChannelsLast, DistEnv, all_reduce_sum, autocast_dtype,
+from .runtime import (AutocastModel, DistEnv, all_reduce_sum, autocast_dtype,
                       init_distributed, resolve_device, rng_state, seed_everything,
                       set_rng_state)
 
@@ -133,11 +133,10 @@ class Trainer:
             **cfg.model_args)
         self.model.to(self.device)
 
-        # The network every forward goes through: channels_last, autocast, compile, DDP.
+        if cfg.channels_last:  # NHWC weights make every convolution (and what follows) NHWC
+            self.model.to(memory_format=torch.channels_last)
+        # The network every forward goes through: autocast, compile, DDP.
         net = self.model
-        if cfg.channels_last:
-            net.to(memory_format=torch.channels_last)
-            net = ChannelsLast(net)
         dtype = autocast_dtype(cfg.precision, self.device)
         if dtype is not None:
             net = AutocastModel(net, self.device.type, dtype)
