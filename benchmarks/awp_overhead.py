@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from common import paired
 
 from torchawp.config import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
@@ -58,18 +59,15 @@ def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
 
 
 def timed_train_pass(trainer: Trainer, x, y, n: int) -> float:
-    """One training forward, backward and optimizer step on fixed inputs: what the AWP ascent
-    pass (a forward and a parameter backward) is compared with."""
-    net, x_adv = trainer.train_net, trainer.attack(trainer.net, x, y, trainer.attack_gen)
-    start = time.perf_counter()
-    for _ in range(n):
-        net.train()
-        loss = trainer.spec.loss(net, x, x_adv, y, trainer.cfg.beta).loss
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-    loss.item()
-    return (time.perf_counter() - start) / n
+    """The AT step without its attack (fixed adversarial inputs): one training forward,
+    backward and optimizer step, what the AWP ascent pass is compared with."""
+    attack = trainer.attack
+    x_adv = attack(trainer.net, x, y, trainer.attack_gen)
+    trainer.attack = lambda model, x, y, generator=None: x_adv
+    try:
+        return timed(trainer, x, y, False, n)
+    finally:
+        trainer.attack = attack
 
 
 def main():
@@ -98,15 +96,13 @@ def main():
         awp.append(timed(trainer, x, y, True, args.per_round))
         one_pass.append(timed_train_pass(trainer, x, y, args.per_round))
     b, a, t = (statistics.median(v) for v in (base, awp, one_pass))
-    paired = sorted(ai / bi for ai, bi in zip(awp, base))  # adjacent blocks: drift cancels
     name = args.method.removesuffix("-awp")
     print(f"{args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
           f"{args.batch_size}, PGD-{args.steps}, {args.precision}"
           f"{', channels_last' if args.channels_last else ''}, {trainer.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"{name} step {b * 1e3:.1f} ms, {name}-awp step {a * 1e3:.1f} ms, "
-          f"ratio {name}-awp / {name} = {statistics.median(paired):.3f} (median of "
-          f"{len(paired)} paired rounds, {paired[0]:.3f} to {paired[-1]:.3f})")
+          f"ratio {name}-awp / {name} = {paired(awp, base, digits=3)}")
     print(f"AWP's extra time per step = {(a - b) / t:.2f} x one training pass ({t * 1e3:.1f} ms); "
           f"floor for the ratio (AWP's ascent costing one training pass) = {1 + t / b:.3f}")
 

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from common import paired
 
 from torchawp.attacks import PGD
 from torchawp.config import load_recipe
@@ -93,13 +94,6 @@ def pgd_times(args, splits, rounds: int) -> tuple[list[float], list[float]]:
         theirs(x, y)
         b.append(time.perf_counter() - t)
     return a, b
-
-
-def paired(theirs: list[float], ours: list[float]) -> str:
-    """Median of the per-round ratios (each from adjacent runs, so drift cancels) and range."""
-    r = sorted(t / o for t, o in zip(theirs, ours))
-    return (f"{statistics.median(r):.2f} (median of {len(r)} paired rounds, "
-            f"{r[0]:.2f} to {r[-1]:.2f})")
 
 
 def main():

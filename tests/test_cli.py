@@ -74,6 +74,7 @@ def test_rst_on_digits_hides_labels_and_self_labels_them(capsys, method):
     (["--data.name", "cifar-10"], "did you mean 'cifar10'"),
     (["--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
     (["--method", "rst", "--data.train_subset", "null"], "set data.train_subset"),
+    (["--method", "rst", "--data.train_subset", "1003"], "left none; lower data.train_subset"),
     (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
     (["--awp.gamma", "abc"], "invalid value 'abc' for awp.gamma"),
     (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),

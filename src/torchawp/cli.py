@@ -180,18 +180,16 @@ def cmd_eval(argv: list[str]) -> int:
     if not path.is_dir():
         whiches = whiches[:1]
     out_dir = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
-    # the last epoch was the best: one evaluation serves both rows
-    same = whiches == ["best", "last"] and same_weights(*(resolve_checkpoint(path, w)
-                                                          for w in whiches))
-    results = []
-    for which in whiches[:1] if same else whiches:
-        results.append(evaluate_checkpoint(
-            path, which, attacks, args.n_examples, args.device, args.data_dir,
-            restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
-            checks=not args.no_checks, state_dir=out_dir / "eval_state" / which))
-    if same:
-        results.append(dict(results[0], which="last",
-                            checkpoint=str(resolve_checkpoint(path, "last"))))
+    files = [resolve_checkpoint(path, w) for w in whiches]
+    same = len(files) == 2 and same_weights(*files)  # the last epoch was the best
+    evaluated = whiches[:1] if same else whiches
+    results = [evaluate_checkpoint(
+        path, which, attacks, args.n_examples, args.device, args.data_dir,
+        restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
+        checks=not args.no_checks, state_dir=out_dir / "eval_state" / which)
+        for which in evaluated]
+    if same:  # one evaluation serves both rows
+        results.append(dict(results[0], which="last", checkpoint=str(files[1])))
     first = results[0]
     tm = first["threat_model"]
     print(f"{args.path}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
@@ -200,7 +198,7 @@ def cmd_eval(argv: list[str]) -> int:
     print(format_table(results))
     if same:
         print("best and last are the same weights: evaluated once")
-    for r in results[:1] if same else results:
+    for r in results[:len(evaluated)]:
         for c in r["checks"]:
             print(f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}")
     json_path, md_path = write_report(results, out_dir)
