@@ -97,7 +97,7 @@ def main():
             run = train(cfg)
             best, last = run.best, run.last
             results[f"{method}_s{seed}"] = {
-                "method": method, "seed": seed, "best_epoch": run.best_epoch + 1,
+                "method": method, "seed": seed, "best_epoch": run.best_epoch,
                 "best_test_robust": 100 * best["test_robust_acc"],
                 "last_test_robust": 100 * last["test_robust_acc"],
                 "drop": 100 * (best["test_robust_acc"] - last["test_robust_acc"]),

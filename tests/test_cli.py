@@ -8,7 +8,7 @@ from torchawp.cli import main
 TINY = ["--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "2",
         "--progress", "false", "--attack.steps", "2", "--eval.steps", "2",
         "--eval.train_examples", "50", "--eval.max_examples", "100", "--data.train_subset", "300",
-        "--optim.milestones", "[1]"]
+        "--optim.milestones", "[1]", "--awp.warmup_epochs", "0"]
 
 
 def run_cli(capsys, *args):
@@ -76,7 +76,8 @@ def test_rst_on_digits_hides_labels_and_self_labels_them(capsys, method):
     (["--method", "rst", "--data.train_subset", "null"], "set data.train_subset"),
     (["--method", "rst", "--data.train_subset", "1003"], "left none; lower data.train_subset"),
     (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
-    (["--awp.gamma", "abc"], "invalid value 'abc' for awp.gamma"),
+    (["--awp.gamma", "abc"], "awp.gamma must be a number or null (unset); got 'abc' on the "
+                             "command line"),
     (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),
     (["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
      "cifar10 not found"),

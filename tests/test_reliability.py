@@ -52,13 +52,13 @@ def test_sigterm_mid_epoch_saves_and_resume_is_bit_identical(tmp_path, reference
         return step(*args, **kwargs)
 
     trainer.train_step = step_then_signal
-    with pytest.raises(TrainingInterrupted, match="SIGTERM at epoch 2, step 2"):
+    with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2 of 3 \\(step 2 of"):
         trainer.fit()
     _, meta = read_weights(tmp_path / "run" / "last.safetensors")
-    assert (meta["epoch"], meta["step"]) == (0, 2)
+    assert (meta["epoch"], meta["step"]) == (1, 2)  # 1 epoch done, 2 steps into the second
     resumed = torchawp.train(tiny_config(tmp_path / "run", epochs=3, resume=True))
     assert same(weights(resumed.run_dir), weights(reference.run_dir))
-    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.history[1]["train_loss"] == pytest.approx(reference.history[1]["train_loss"])
 
 
@@ -145,7 +145,7 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
     with pytest.raises(TrainingDiverged, match="epoch 2, step 2.*last good checkpoint"):
         trainer.fit()
     _, meta = read_weights(tmp_path / "run" / "last.safetensors")
-    assert meta["epoch"] == 0  # the diverged epoch was not saved
+    assert meta["epoch"] == 1  # the diverged epoch 2 was not saved
 
 
 def test_skip_nonfinite_skips_bad_batches_and_goes_on(tmp_path):
@@ -203,4 +203,4 @@ def test_kill_inside_the_first_save_resumes_exactly(tmp_path, monkeypatch, refer
     monkeypatch.undo()
     resumed = torchawp.train(tiny_config(tmp_path / "run", epochs=3, resume=True))
     assert same(weights(resumed.run_dir), weights(reference.run_dir))
-    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]

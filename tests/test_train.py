@@ -25,7 +25,7 @@ def test_run_directory_holds_config_metrics_curves_tensorboard_and_checkpoints(r
             "last.safetensors", "last.state.pt", "tb"} <= files
     assert any((run.run_dir / "tb").iterdir())
     rows = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
     for key in ("lr", "train_loss", "train_acc", "train_robust_acc", "val_clean_acc",
                 "val_robust_acc", "test_clean_acc", "test_robust_acc", "test_robust_loss",
                 "gap", "seconds"):
@@ -58,7 +58,7 @@ def test_saved_best_checkpoint_reproduces_the_logged_test_accuracy(run):
 
 def test_summary_table_shows_best_and_last(run):
     table = summary_table(run)
-    assert f"best (epoch {run.best_epoch + 1})" in table and "last (epoch 3)" in table
+    assert f"best (epoch {run.best_epoch})" in table and "last (epoch 3)" in table
     assert f"{100 * run.last['test_robust_acc']:.2f}" in table
 
 
@@ -81,7 +81,7 @@ def test_resume_continues_bit_identically(tmp_path):
     a, _ = read_weights(full.run_dir / "last.safetensors")
     b, _ = read_weights(resumed.run_dir / "last.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.last["test_robust_acc"] == full.last["test_robust_acc"]
 
 

@@ -19,9 +19,10 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
 from .evaluate import evaluate
 from .models import create_model
-from .train import RunResult, Trainer, train
+from .engine import train
+from .train import RunResult, Trainer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["AWP", "CheckpointError", "ConfigError", "DataError", "FGSM", "PGD", "RunResult",
            "TorchAWPError", "TrainConfig", "Trainer", "attacks", "create_model", "data",

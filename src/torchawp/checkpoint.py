@@ -1,18 +1,22 @@
 """Checkpoints: weights in safetensors, the rest loaded with ``weights_only=True``.
 
 A run directory holds ``best.safetensors`` and ``last.safetensors`` (weights plus a JSON header:
-the model's spec, the epoch, the config and the epoch's metrics) and ``last.state.pt`` (optimizer,
-scheduler, RNG states: tensors and plain containers only, so loading it runs no code). Every
-file is written to a temporary name, fsynced and renamed, so a crash leaves the previous
-checkpoint intact.
+the model's spec, the epoch, the config, the epoch's metrics and a SHA-256 of the tensors) and
+``last.state.pt`` (optimizer, scheduler, RNG states: tensors and plain containers only, so loading
+it runs no code; also checksummed). Every file is written to a temporary name, fsynced and
+renamed, so a crash leaves the previous checkpoint intact; a file whose bytes changed after it
+was written (a bit flip, a bad copy) fails its checksum at load instead of being used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,7 +26,23 @@ from torch import nn
 from .errors import CheckpointError
 from .runtime import AutocastModel
 
-FORMAT = 1
+FORMAT = 2  # 2: SHA-256 of the tensors in the header; epochs counted from 1
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -44,6 +64,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp creates 0600; give the file the permissions every other file of the run gets
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -66,7 +88,8 @@ def save_weights(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
     model = unwrap(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = dict(meta, format=FORMAT, model_spec=getattr(model, "spec", None) or None)
+    header = dict(meta, format=FORMAT, model_spec=getattr(model, "spec", None) or None,
+                  sha256=tensor_digest(tensors))
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
                                              metadata={"torchawp": json.dumps(header)}))
 
@@ -87,6 +110,17 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a safetensors file "
                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
                               ) from None
+    expected = meta.get("sha256")
+    if expected is None:
+        if meta:  # torchawp's own file from before checksums (format 1)
+            warnings.warn(f"checkpoint {path} has no checksum (written by torchawp 0.1); its "
+                          f"integrity cannot be verified", stacklevel=2)
+            if meta.get("epoch") is not None and meta.get("format", 1) < 2:
+                meta["epoch"] += 1  # format 1 counted epochs from 0
+    elif tensor_digest(tensors) != expected:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 check: its tensors changed "
+                              f"after it was written (disk or copy corruption, or an edit); "
+                              f"use another checkpoint or restore this one from a copy")
     return tensors, meta
 
 
@@ -115,17 +149,19 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    """Training state (tensors and plain containers only) with ``torch.save``, atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Training state (tensors and plain containers only) with ``torch.save``, atomically,
+    wrapped with a SHA-256 of its serialised bytes (``torch.load`` checks no checksum)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    wrapped = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+               "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    atomic_write(path, lambda tmp: torch.save(wrapped, tmp))
 
 
-def load_state(path: Path) -> dict[str, Any]:
-    """Load training state with ``weights_only=True``: a pickle that would run code is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"training state {path} not found")
+def _torch_load(source, path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"refusing to load {path}: it holds objects beyond tensors and "
                               f"plain containers, and unpickling them could run code "
@@ -133,6 +169,22 @@ def load_state(path: Path) -> dict[str, Any]:
     except Exception as exc:
         raise CheckpointError(f"training state {path} is corrupt or truncated "
                               f"({type(exc).__name__}); resume from another run") from None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load training state with ``weights_only=True`` (a pickle that would run code is refused)
+    and verify its checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state {path} not found")
+    state = _torch_load(path, path)
+    if not (isinstance(state, dict) and "payload" in state and "sha256" in state):
+        return state  # format 1: no checksum
+    payload = state["payload"].numpy().tobytes()
+    if hashlib.sha256(payload).hexdigest() != state["sha256"]:
+        raise CheckpointError(f"training state {path} fails its SHA-256 check (disk or copy "
+                              f"corruption); resume from the previous checkpoint or another run")
+    return _torch_load(io.BytesIO(payload), path)
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

@@ -1,7 +1,8 @@
 """Gradient-masking sanity checks (Athalye et al. 2018; Carlini et al. 2019, arXiv 1902.06705).
 
-Each check returns ``{"name", "status": "pass" | "warn" | "skipped", "detail"}``; a warning
-points to ``docs/checks.md#<name>``, which says what it means and what to do.
+Each check returns ``{"name", "status": "pass" | "warn" | "skipped", "detail"}``;
+:data:`EXPLANATIONS` says in one sentence what a warning means (``eval.md`` prints it), and
+``docs/checks.md`` says more and what to do.
 """
 
 from __future__ import annotations
@@ -13,15 +14,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attacks import PGD, AutoAttack, autoattack_available
+from .perturb import model_mode
 
 TOLERANCE = 0.01  # accuracy may fluctuate by this much between attack settings
 
+EXPLANATIONS = {
+    "steps": "more PGD steps left the model more accurate: the attack does not converge "
+             "(flat or noisy loss surface); try cw50, restarts, AutoAttack",
+    "eps": "accuracy rose with a larger eps, which contains the smaller ball: gradient masking "
+           "or a too-large fixed step",
+    "unbounded": "an unbounded attack must reach ~0%; if not, gradients lead nowhere "
+                 "(obfuscated gradients): use BPDA or a black-box attack",
+    "gradients": "input gradients are NaN or exactly zero for many inputs (non-differentiable "
+                 "layers or a saturated softmax): use cw20 and AutoAttack",
+    "deterministic": "eval-mode forwards differ: a randomised model needs EOT attacks",
+    "black-box": "black-box Square broke examples every white-box attack failed on: the "
+                 "white-box gradients are misleading",
+}
 
+
+@torch.no_grad()
 def _acc(model, x, y, attack, seed=0):
-    from .evaluate import correct_mask
-
-    gen = torch.Generator(next(model.parameters()).device).manual_seed(seed)
-    return correct_mask(model, x, y, attack, generator=gen).float().mean().item()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
+    correct = 0
+    for start in range(0, len(y), 256):
+        xb, yb = x[start:start + 256].to(device), y[start:start + 256].to(device)
+        if attack is not None:
+            xb = attack(model, xb, yb, gen)
+        correct += int((model(xb).argmax(1) == yb).sum())
+    return correct / max(len(y), 1)
 
 
 def _result(name, ok, detail, skipped=False):
@@ -91,14 +113,15 @@ def check_black_box(model, x, y, norm, eps, white_box_robust: torch.Tensor, limi
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
                   step_size: float, white_box_robust: torch.Tensor,
                   max_examples: int = 500) -> list[dict]:
-    """Run every check on (up to ``max_examples`` of) ``x, y``."""
-    model.eval()
+    """Run every check on (up to ``max_examples`` of) ``x, y``, in eval mode (the model's
+    modes are restored afterwards)."""
     x, y = x[:max_examples], y[:max_examples]
-    return [
-        check_steps(model, x, y, norm, eps, step_size),
-        check_eps(model, x, y, norm, eps, step_size),
-        check_unbounded(model, x, y, norm),
-        check_gradients(model, x, y),
-        check_deterministic(model, x),
-        check_black_box(model, x, y, norm, eps, white_box_robust[:max_examples]),
-    ]
+    with model_mode(model, "eval"):
+        return [
+            check_steps(model, x, y, norm, eps, step_size),
+            check_eps(model, x, y, norm, eps, step_size),
+            check_unbounded(model, x, y, norm),
+            check_gradients(model, x, y),
+            check_deterministic(model, x),
+            check_black_box(model, x, y, norm, eps, white_box_robust[:max_examples]),
+        ]

@@ -69,7 +69,8 @@ class AttackConfig:
         step_size: PGD step in the same units.
         steps: PGD iterations (10 in the paper's training).
         bn_mode: BatchNorm mode while crafting: train (Rice et al., batch statistics, running
-            statistics left untouched) or eval. None: the method's own default.
+            statistics left untouched) or eval. Unset: the method's own default (filled in
+            at load, so config.yaml and --dry-run show the value that runs).
     """
 
     norm: str = "linf"
@@ -84,9 +85,10 @@ class AWPConfig:
     """Adversarial weight perturbation (Wu et al. 2020), used by the *-awp methods.
 
     Attributes:
-        gamma: relative size of the weight perturbation, ||v_l|| = gamma * ||w_l||; <= 0 turns
-            AWP off. None: the method's default (AT 0.01, TRADES/MART/RST 0.005).
-        warmup_epochs: epochs trained without AWP first. None: the method's default.
+        gamma: relative size of the weight perturbation, ||v_l|| = gamma * ||w_l||. Unset: the
+            method's default (AT 0.01, TRADES/MART/RST 0.005), filled in at load.
+        warmup_epochs: epochs trained without AWP first (AWP is on from epoch
+            warmup_epochs + 1). Unset: the method's default (AT 0, TRADES/MART/RST 10).
         steps: ascent steps (1 in the paper; more steps project back onto the ball).
         scale: layer (per-tensor ball, the paper) or global (one ball over all tensors, RWP).
     """
@@ -148,12 +150,14 @@ class EvalConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run. The defaults are the paper's CIFAR-10 protocol (Rice et al.: PGD-10 AT,
-    L-inf 8/255, SGD 0.1 with drops at epochs 100 and 150, 200 epochs, PreActResNet-18); the
-    offline default job is the shipped ``digits`` recipe (:func:`load_recipe`).
+    """One training run.
+
+    The field defaults are the paper's CIFAR-10 protocol (Rice et al.: PGD-10 AT, L-inf 8/255,
+    SGD 0.1 with drops at epochs 100 and 150, 200 epochs, PreActResNet-18); the offline default
+    job is the shipped ``digits`` recipe (:func:`load_recipe`).
 
     Attributes:
-        method: at, trades, mart, rst, each also as X-awp (see ``torchawp list``).
+        method: at, trades, mart, rst, standard, each also as X-awp (see ``torchawp list``).
         model: model name from the registry (see ``torchawp list``).
         model_args: extra keyword arguments of the model (e.g. {depth: 28, widen_factor: 10}).
         epochs: training epochs.
@@ -165,7 +169,8 @@ class TrainConfig:
         compile: torch.compile the model.
         threads: CPU threads for torch (None: torch's default).
         out_dir: run directory (None: runs/<time>_<method>_<dataset>_<model>).
-        resume: continue the run in out_dir from its last checkpoint if there is one.
+        resume: continue the run in out_dir (which must hold one) from its newest checkpoint,
+            as it was configured; only epochs may grow.
         progress: show a progress bar.
         skip_nonfinite: skip batches whose loss is NaN/inf instead of stopping the run (costs
             one host sync per step).
@@ -208,9 +213,12 @@ def _one_of(name: str, value: Any, choices) -> None:
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every field of ``cfg``; raise :class:`ConfigError` naming the first bad one."""
+    """Check every field of ``cfg`` and fill the method's defaults into the fields left unset
+    (``attack.bn_mode``; ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods), so what is
+    saved and printed is what runs. Raises :class:`ConfigError` naming the first bad field, and
+    refuses an AWP method whose AWP would never switch on."""
     from .data import DATASETS
-    from .methods import method_names
+    from .methods import get_method, method_names
     from .models import MODELS
 
     _one_of("method", cfg.method, method_names())
@@ -243,7 +251,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if a.bn_mode is not None:
         _one_of("attack.bn_mode", a.bn_mode, BN_MODES)
     w = cfg.awp
-    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0 (0 turns AWP off)")
+    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0")
     _check(w.warmup_epochs is None or w.warmup_epochs >= 0, "awp.warmup_epochs",
            w.warmup_epochs, ">= 0")
     _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
@@ -265,6 +273,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
     _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
     _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
+    spec, use_awp = get_method(cfg.method)
+    if a.bn_mode is None:
+        a.bn_mode = spec.bn_mode
+    if use_awp:
+        w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
+        w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
+        if w.gamma == 0:
+            raise ConfigError(f"awp.gamma 0 turns AWP off, so {cfg.method} would train as "
+                              f"{spec.name}; use --method {spec.name}, or a gamma > 0 "
+                              f"(the paper: 0.005 to 0.01)")
+        if w.warmup_epochs >= cfg.epochs:
+            raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
+                              f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "
+                              f"{spec.name}; lower --awp.warmup_epochs below {cfg.epochs}, train "
+                              f"longer, or use --method {spec.name}")
     if cfg.method.startswith("rst") and not d.extra_data:
         raise ConfigError(
             "method rst needs data.extra_data: an .npz of pseudo-labelled images (make one with "
@@ -281,19 +304,24 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(data: dict[str, Any], cls=TrainConfig):
-    """Build a (nested) config dataclass from plain data, rejecting unknown keys."""
+def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
+              prefix: str = ""):
+    """Build a (nested) config dataclass from plain data, rejecting unknown keys (the error
+    names ``source``, the key's full name and the closest known key)."""
+    where = f"{prefix.rstrip('.') or 'the top level'} of {source}"
     if not isinstance(data, dict):
-        raise ConfigError(f"a {cls.__name__} must be a mapping (got {type(data).__name__})")
+        raise ConfigError(f"{where} must be a mapping of fields (got {type(data).__name__})")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            hint = difflib.get_close_matches(key, list(fields), n=1)
-            did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"unknown config key {key!r} in {cls.__name__}{did_you_mean}")
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            fix = (f"did you mean {hint[0]!r}?" if hint else
+                   f"the known keys there are {', '.join(fields)}")
+            raise ConfigError(f"unknown key {prefix}{key} in {source}; {fix}")
         sub = _NESTED.get((cls, key))
-        kwargs[key] = from_dict(value, sub) if sub is not None else value
+        kwargs[key] = (from_dict(value, sub, source, f"{prefix}{key}.") if sub is not None
+                       else value)
     return cls(**kwargs)
 
 
@@ -332,10 +360,21 @@ def load_recipe(name: str = "digits") -> TrainConfig:
     return load_config(recipe_path(name))
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file as plain data; a syntax error names the file, line and column."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        place = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{place}: not valid YAML ({exc.problem or exc.context}); fix "
+                          f"the file there") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path} ({exc.strerror})") from None
+
+
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML recipe into a :class:`TrainConfig` (not yet validated)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return from_dict(data)
+    return from_dict(read_yaml(path), source=str(path))

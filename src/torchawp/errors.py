@@ -19,3 +19,19 @@ class DataError(TorchAWPError):
 
 class CheckpointError(TorchAWPError):
     """A checkpoint that is missing, corrupt, unsafe or incompatible with the model."""
+
+
+class RunDirInUse(TorchAWPError):
+    """Another process holds the run directory's (or evaluation state's) lock."""
+
+
+class TrainingInterrupted(TorchAWPError):
+    """SIGINT/SIGTERM: a checkpoint was saved at the current step (exit status 130)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingDiverged(TorchAWPError):
+    """The training loss became NaN or infinite."""

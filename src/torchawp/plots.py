@@ -18,7 +18,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
         for kind, style in (("robust", "-"), ("clean", "--")):
             rows = [r for r in history if f"{split}_{kind}_acc" in r]
             if rows:
-                ax.plot([r["epoch"] + 1 for r in rows],
+                ax.plot([r["epoch"] for r in rows],
                         [100 * r[f"{split}_{kind}_acc"] for r in rows], style, color=color,
                         label=f"{split} {kind}", linewidth=1.5 if kind == "robust" else 1.0)
     ax.set_xlabel("epoch")

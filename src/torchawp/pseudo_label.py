@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import nn
 
-from .data import ArrayDataset, Splits, load_extra, load_splits, save_extra, to_float
+from .data import load_extra, load_splits, save_extra, to_float
 
 
 @torch.no_grad()
@@ -66,41 +63,3 @@ def pseudo_label_file(checkpoint: str | Path, out: str | Path, images: Optional[
     if true_labels is not None:
         result["agreement"] = (labels[keep] == true_labels[keep]).float().mean().item()
     return result
-
-
-def self_label(cfg, splits: Splits, run_dir: Path) -> ArrayDataset:
-    """RST's self-training in one call (``data.extra_data: auto``): train a standard model on
-    the labelled training split (``cfg``'s model, data and optimizer, no attack, a cosine
-    schedule over ``data.self_label_epochs``), pick its best epoch on the validation split, and
-    return the training images that ``data.train_subset`` left out with that model's labels.
-    The labeller's run lives in ``run_dir`` and is resumed, not retrained, when the RST run is
-    resumed (its settings do not depend on the RST run's epoch count)."""
-    from .checkpoint import load
-    from .errors import ConfigError
-    from .train import Trainer
-
-    if splits.unused is None or len(splits.unused) == 0:
-        raise ConfigError("data.extra_data auto labels the training images that "
-                          "data.train_subset leaves out, and it left none; lower "
-                          "data.train_subset or pass an .npz as data.extra_data")
-    lab = copy.deepcopy(cfg)
-    lab.method, lab.out_dir, lab.resume = "standard", str(run_dir), True
-    lab.epochs, lab.optim.schedule, lab.optim.milestones = cfg.data.self_label_epochs, "cosine", []
-    lab.data.extra_data = None
-    lab.eval.steps, lab.eval.flatness_every, lab.progress = 0, 0, False
-    labeller = Trainer(lab, splits=Splits(splits.train, splits.val, splits.test, splits.info))
-    labeller.fit()
-    if labeller.dist.enabled:  # rank 0 wrote the labeller's checkpoint; every rank reads it
-        torch.distributed.barrier()
-    model = load(run_dir / "best.safetensors", device=labeller.device)
-    labels, _ = pseudo_label(model, splits.unused.images, device=labeller.device)
-    agreement = (labels == splits.unused.labels).float().mean().item()
-    if labeller.dist.is_main:
-        report = {"labelled": len(splits.train), "pseudo_labelled": len(labels),
-                  "agreement_with_hidden_labels": agreement}
-        (run_dir / "pseudo_labels.json").write_text(json.dumps(report) + "\n")
-        if cfg.progress:
-            print(f"self-training: a standard {cfg.model} trained on {len(splits.train)} labels "
-                  f"labelled {len(labels)} more images ({100 * agreement:.1f}% agree with their "
-                  f"hidden labels)", file=sys.stderr)
-    return ArrayDataset(splits.unused.images, labels, splits.info.num_classes)

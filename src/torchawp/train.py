@@ -1,24 +1,18 @@
 """The training engine: adversarial training with or without AWP, one epoch loop, top to bottom.
 
-``train(TrainConfig(...))`` runs a whole experiment and writes a run directory::
-
-    config.yaml        the resolved config
-    metrics.jsonl      one row per epoch (lr, train loss/acc, train/val/test clean and robust
-                       accuracy and loss, robust generalization gap, seconds)
-    tb/                TensorBoard events
-    curves.png         train / val / test robust accuracy per epoch
-    best.safetensors   weights of the epoch with the best validation robust accuracy
-    last.safetensors   weights after the last epoch, and last.state.pt to resume
+:class:`Trainer` builds a run from a config and :meth:`Trainer.fit` runs it: build, fit, one
+epoch, one step. Where its files go and how they are written safely is
+:class:`~torchawp.rundir.RunDir`'s business. The entry point that also prepares RST's
+self-labelled data is :func:`torchawp.engine.train` (``torchawp.train``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -27,19 +21,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 from torch import nn
 
 from .attacks import PGD
 from .awp import AWP
-from .checkpoint import (load_state, load_state_dict_into, read_weights, save_state,
-                         save_weights)
-from .config import TrainConfig, from_dict, load_recipe, to_dict, validate
+from .checkpoint import load_state_dict_into
+from .config import TrainConfig, from_dict, to_dict, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
-from .errors import CheckpointError, ConfigError, TorchAWPError
-from .evaluate import evaluate
+from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, evaluate
 from .methods import get_method
 from .models import create_model
+from .rundir import RunDir, check_resumable
 from .runtime import (AutocastModel, DistEnv, all_reduce_sum, autocast_dtype,
                       init_distributed, resolve_device, rng_state, seed_everything,
                       set_rng_state)
@@ -47,7 +40,8 @@ from .runtime import (AutocastModel, DistEnv, all_reduce_sum, autocast_dtype,
 
 @dataclasses.dataclass
 class RunResult:
-    """What :func:`train` returns: the run directory and the metrics rows."""
+    """What :func:`torchawp.train` returns: the run directory and the metrics rows (epochs
+    counted from 1)."""
 
     run_dir: Path
     history: list[dict[str, Any]]
@@ -60,12 +54,6 @@ class RunResult:
     @property
     def best(self) -> dict[str, Any]:
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
-
-
-def _awp_settings(cfg: TrainConfig, spec) -> tuple[float, int]:
-    gamma = cfg.awp.gamma if cfg.awp.gamma is not None else spec.awp_gamma
-    warmup = cfg.awp.warmup_epochs if cfg.awp.warmup_epochs is not None else spec.awp_warmup
-    return gamma, warmup
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -84,24 +72,40 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{stamp}_{cfg.method}_{cfg.data.name}_{cfg.model}_s{cfg.seed}"
 
 
-def _check_resumable(saved: dict, cfg: TrainConfig) -> None:
-    """A resumed run must be the same experiment (the epoch count may grow)."""
-    ours = to_dict(cfg)
-    for key in ("method", "model", "model_args", "seed", "beta", "data", "attack", "awp",
-                "optim"):
-        if saved.get(key) != ours.get(key):
-            raise ConfigError(f"--resume: {key} differs from the run's config.yaml "
-                              f"({saved.get(key)!r} vs {ours.get(key)!r}); resume with the same "
-                              f"settings or start a new --out-dir")
+@dataclasses.dataclass
+class EpochTotals:
+    """Running sums of one epoch, kept on the device (no host sync per step)."""
+
+    loss: torch.Tensor     # sum of per-example training loss
+    correct: torch.Tensor  # examples classified correctly under the training attack
+    count: torch.Tensor    # examples seen
+
+    @classmethod
+    def zeros(cls, device) -> "EpochTotals":
+        return cls.from_tensor(torch.zeros(3, dtype=torch.float64, device=device))
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "EpochTotals":
+        return cls(*t.clone().unbind())
+
+    def as_tensor(self) -> torch.Tensor:
+        return torch.stack([self.loss, self.correct, self.count])
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        self.loss += loss.double()
+        self.correct += correct.double()
+        self.count += n
 
 
 class Trainer:
     """Builds everything a run needs from a config; :meth:`fit` runs it.
 
     Args:
-        cfg: the run's :class:`TrainConfig` (validated here).
+        cfg: the run's :class:`TrainConfig` (validated here, method defaults filled in).
         model: any ``nn.Module`` taking [0, 1] images (default: the registry's ``cfg.model``).
         splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`).
+            RST with ``data.extra_data: auto`` needs its self-labelled extra data here: start
+            such runs with :func:`torchawp.train`, which prepares it.
     """
 
     def __init__(self, cfg: TrainConfig, model: Optional[nn.Module] = None,
@@ -113,21 +117,19 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dist: DistEnv = init_distributed(self.device)
         seed_everything(cfg.seed)
-
-        self.run_dir = Path(cfg.out_dir) if cfg.out_dir else default_run_dir(cfg)
+        self.run = RunDir(cfg.out_dir or default_run_dir(cfg))
+        self.run_dir = self.run.path
 
         d = cfg.data
         self.splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed,
                                             d.train_subset)
         info = self.splits.info
         if self.spec.needs_extra_data and self.splits.extra is None:
-            if d.extra_data == "auto":  # RST's self-training, in-process
-                from .pseudo_label import self_label
-                self.splits.extra = self_label(cfg, self.splits, self.run_dir / "labeller")
-                seed_everything(cfg.seed)  # the model below starts as without the labeller
-            else:
-                self.splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
-                                               info.image_size)
+            if d.extra_data == "auto":
+                raise ConfigError("data.extra_data auto trains a labeller before the run: start "
+                                  "it with torchawp.train(cfg), which prepares the extra data")
+            self.splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
+                                           info.image_size)
         self.model = model if model is not None else create_model(
             cfg.model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
             **cfg.model_args)
@@ -166,57 +168,58 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
-        a = cfg.attack
+        a, w = cfg.attack, cfg.awp
         self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode)
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
-        gamma, warmup = _awp_settings(cfg, self.spec)
-        self.awp = AWP(self.net, gamma=gamma, steps=cfg.awp.steps,
-                       scale=cfg.awp.scale, warmup_epochs=warmup,
+        self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale,
+                       warmup_epochs=w.warmup_epochs,
                        finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
                        ) if use_awp else None
 
-        self.start_epoch = 0
+        self.start_epoch = 0  # epochs done before this process started
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
-        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self.totals = EpochTotals.zeros(self.device)
         self.epoch_data_state = self.data_gen.get_state()
         self.skipped = 0
         self._stop: Optional[str] = None
-        self.best_epoch = -1
+        self._progress = None
+        self.best_epoch = 0  # epochs count from 1; 0: none yet
         self.best_val = -math.inf
         self.history: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ one step, one epoch
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
-        """One adversarial training step; returns (loss, number correct) as device tensors."""
+        """One adversarial training step; returns (loss sum, number correct) as device tensors."""
         x_adv = self.attack(self.net, x, y, self.attack_gen)                    # 1. x' at w
         method_loss = lambda net: self.spec.loss(net, x, x_adv, y, self.cfg.beta)  # noqa: E731
-        if awp_on:  # fp16: the ascent loss is scaled like the training loss against
-            # underflow; v is normalised per tensor, so the scale cancels exactly
-            self.awp.perturb(lambda net: self.scaler.scale(method_loss(net).loss))  # 2-3. w+v
-        self.train_net.train()
-        out = method_loss(self.train_net)                                      # 4. loss at w+v
-        if self.cfg.skip_nonfinite and not torch.isfinite(out.loss):  # a host sync, opt-in
-            if awp_on:
-                self.awp.restore()
-            self.scheduler.step()
+        # fp16: the ascent loss is scaled like the training loss against underflow; v is
+        # normalised per tensor, so the scale cancels exactly
+        ascent_loss = lambda net: self.scaler.scale(method_loss(net).loss)  # noqa: E731
+        perturbed = (self.awp.perturbed(ascent_loss, active=awp_on) if self.awp is not None
+                     else contextlib.nullcontext())
+        with perturbed:                                                        # 2-3. w + v
+            self.train_net.train()
+            out = method_loss(self.train_net)                                  # 4. loss at w+v
+            # skip_nonfinite costs a host sync per step, hence opt-in
+            finite = not self.cfg.skip_nonfinite or bool(torch.isfinite(out.loss))
+            if finite:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(out.loss).backward()
+                self.scaler.step(self.optimizer)                               #    step at w+v
+                self.scaler.update()
+        self.scheduler.step()                                                  #    back at w
+        if not finite:
             self.skipped += 1
             zero = torch.zeros((), device=self.device)
             return zero, zero
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
-        self.scaler.step(self.optimizer)                                       #    step at w+v
-        self.scaler.update()
-        if awp_on:
-            self.awp.restore()                                                 #    back: w
-        self.scheduler.step()
-        correct = (out.logits_adv.argmax(1) == y[: len(out.logits_adv)]).sum()
+        correct = (out.logits_adv.argmax(1) == y).sum()
         return out.loss.detach() * len(y), correct
 
     def train_epoch(self, epoch: int) -> Optional[dict[str, float]]:
-        """One epoch from ``self.step`` on (non-zero after a mid-epoch resume). Returns the
-        epoch's train metrics, or None when a stop signal ended it early (the position is in
-        ``self.step`` and ``self.sums`` for the checkpoint)."""
+        """Train epoch ``epoch`` (0-based index) from ``self.step`` on (non-zero after a
+        mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
+        it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
         awp_on = self.awp is not None and self.awp.active(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
@@ -226,13 +229,13 @@ class Trainer:
                 continue
             loss, correct = self.train_step(x, y, awp_on)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
-            self.sums[0] += loss.double()  # on the device: no host sync per step
-            self.sums[1] += correct.double()
-            self.sums[2] += len(y)
+            self.totals.add(loss, correct, len(y))
             self.step = i + 1
+            if self._progress is not None:
+                self._progress.update(1)
             if self._stop and not self.dist.enabled:
                 return None
-        loss_sum, correct, n = all_reduce_sum(self.sums.clone()).tolist()  # one host sync
+        loss_sum, correct, n = all_reduce_sum(self.totals.as_tensor()).tolist()  # one host sync
         if int(first_bad) >= 0:
             raise TrainingDiverged(
                 f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
@@ -241,21 +244,26 @@ class Trainer:
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 
-    def evaluate_epoch(self) -> dict[str, float]:
-        """Clean and PGD accuracy of train (a fixed subset, at w, eval mode), val and test."""
-        gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 2)  # same every epoch
+    def evaluate_epoch(self) -> Optional[dict[str, float]]:
+        """Clean and PGD accuracy of train (a fixed subset, at w, eval mode), val and test,
+        with the protocol of ``torchawp eval`` (same seed, batches and examples), so both give
+        the same numbers for the same checkpoint. None if a stop signal interrupted it."""
         row = {}
         attacks = [("pgd", self.eval_attack)] if self.cfg.eval.steps > 0 else []
         limits = {"train": self.cfg.eval.train_examples, "val": self.cfg.eval.max_examples,
                   "test": self.cfg.eval.max_examples}
+        stop = (lambda: self._stop is not None) if not self.dist.enabled else None
         for split in ("train", "val", "test"):
             data = getattr(self.splits, split)
             if len(data) == 0 or limits[split] == 0:
                 continue
-            m = evaluate(self.net, data, attacks, batch_size=max(256, self.cfg.data.batch_size),
+            gen = torch.Generator(self.device).manual_seed(EVAL_SEED)
+            m = evaluate(self.net, data, attacks, batch_size=EVAL_BATCH_SIZE,
                          max_examples=limits[split], generator=gen,
                          device=self.device, rank=self.dist.rank,
-                         world_size=self.dist.world_size)
+                         world_size=self.dist.world_size, should_stop=stop)
+            if m is None:
+                return None
             row[f"{split}_clean_acc"], row[f"{split}_clean_loss"] = m["clean_acc"], m["clean_loss"]
             if attacks:
                 row[f"{split}_robust_acc"], row[f"{split}_robust_loss"] = m["pgd_acc"], m["pgd_loss"]
@@ -275,146 +283,106 @@ class Trainer:
                                      seed=self.cfg.seed)["flatness"]
 
     # ------------------------------------------------------------------ checkpoints
-    def _meta(self, epoch: int, row: dict) -> dict:
-        return {"epoch": epoch, "config": to_dict(self.cfg), "metrics": row,
-                "dataset": dataclasses.asdict(self.splits.info)}
-
-    def save(self, epoch: int, row: dict, is_best: bool, step: int = 0) -> None:
-        """Checkpoint after ``epoch`` (``step == 0``), or ``step`` steps into epoch ``epoch + 1``
-        (a stop signal). The previous checkpoint is kept as ``prev.*`` until the new one is
-        complete, so a crash or a full disk at any moment leaves a good one. The training state
-        is written last: it commits the checkpoint (a run killed inside its first save has no
-        state file and starts over)."""
+    def save(self, epochs_done: int, row: dict, is_best: bool, step: int = 0) -> None:
+        """Checkpoint after ``epochs_done`` epochs (``step == 0``), or ``step`` steps into the
+        next one (a stop signal)."""
         if not self.dist.is_main:
             return
         gen_states = {"data": self.data_gen, "attack": self.attack_gen}
-        state = {"epoch": epoch, "step": step, "optimizer": self.optimizer.state_dict(),
+        state = {"epoch": epochs_done, "step": step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                  "rng": rng_state(gen_states), "best_epoch": self.best_epoch,
                  "best_val": self.best_val}
         if step:
             state["epoch_data_state"] = self.epoch_data_state
-            state["sums"] = self.sums.cpu()
-        meta = dict(self._meta(epoch, row), step=step)
-        for name in CHECKPOINT_FILES:
-            if (self.run_dir / f"last.{name}").exists():
-                os.replace(self.run_dir / f"last.{name}", self.run_dir / f"prev.{name}")
-        try:
-            save_weights(self.run_dir / "last.safetensors", self.model, meta)
-            if is_best:
-                save_weights(self.run_dir / "best.safetensors", self.model, meta)
-            save_state(self.run_dir / "last.state.pt", state)
-        except OSError as exc:
-            raise CheckpointError(f"could not write a checkpoint to {self.run_dir} ({exc}); the "
-                                  f"previous one is intact as prev.*; free space and resume "
-                                  f"with --resume") from None
+            state["sums"] = self.totals.as_tensor().cpu()
+        meta = {"epoch": epochs_done, "step": step, "config": to_dict(self.cfg), "metrics": row,
+                "dataset": dataclasses.asdict(self.splits.info)}
+        self.run.save(self.model, state, meta, is_best)
 
-    def _newest_checkpoint(self):
-        """The newest matching (training state, weights) pair among ``last.*`` and ``prev.*``.
+    def _start(self) -> None:
+        """Start a new run, or continue the saved one (``cfg.resume``) from its newest good
+        checkpoint; mid-epoch checkpoints resume at their step. Refuses a resume that would
+        change the experiment, a resume of nothing, and a new run over an existing one."""
+        run, cfg = self.run, self.cfg
+        run.check_start(cfg.resume)
+        if cfg.resume:
+            saved = run.saved_config()
+            checkpoint = run.newest_checkpoint() if run.has_checkpoint() else None
+            done = checkpoint[0]["epoch"] if checkpoint else 0
+            notice = check_resumable(to_dict(validate(from_dict(saved))), to_dict(cfg), done)
+            if notice and self.dist.is_main:
+                warnings.warn(notice, stacklevel=3)
+            if checkpoint:
+                self._load(*checkpoint)
+        if self.dist.is_main:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.remove_stale_temporaries()
+            run.write_config(to_dict(cfg))
+            run.write_metrics(self.history)
 
-        Pairs are matched by (epoch, step) across both prefixes, so a crash between any two
-        renames or writes of :meth:`save` still leaves a usable pair."""
-        states, weights, problems = {}, {}, []
-        for prefix in ("last", "prev"):
-            try:
-                state = load_state(self.run_dir / f"{prefix}.state.pt")
-                states.setdefault((state["epoch"], state.get("step", 0)), state)
-            except CheckpointError as exc:
-                problems.append(str(exc))
-            try:
-                tensors, meta = read_weights(self.run_dir / f"{prefix}.safetensors")
-                weights.setdefault((meta.get("epoch"), meta.get("step", 0)), (tensors, prefix))
-            except CheckpointError as exc:
-                problems.append(str(exc))
-        common = sorted(set(states) & set(weights), reverse=True)
-        if not common:
-            raise CheckpointError(f"no usable checkpoint in {self.run_dir}: "
-                                  + ("; ".join(problems) or "training state and weights are "
-                                     "from different steps"))
-        key = common[0]
-        real = [p for p in problems if "not found" not in p]
-        if real or key != max(states):
-            reason = real[0] if real else "the newest checkpoint is incomplete"
-            warnings.warn(f"{reason}; resuming from epoch {key[0] + 1} step {key[1]} instead",
-                          stacklevel=2)
-        tensors, prefix = weights[key]
-        return states[key], tensors, prefix
-
-    def try_resume(self) -> bool:
-        """Continue from the run directory's newest good checkpoint, if there is one;
-        mid-epoch checkpoints resume at their step."""
-        if not any((self.run_dir / f"{p}.state.pt").is_file() for p in ("last", "prev")):
-            return False
-        saved_cfg = yaml.safe_load((self.run_dir / "config.yaml").read_text())
-        _check_resumable(saved_cfg, self.cfg)
-        state, weights, prefix = self._newest_checkpoint()
+    def _load(self, state: dict, weights: dict, prefix: str) -> None:
         load_state_dict_into(self.model, weights, str(self.run_dir / f"{prefix}.safetensors"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], {"data": self.data_gen, "attack": self.attack_gen})
-        self.start_epoch = state["epoch"] + 1
+        self.start_epoch = state["epoch"]
         self.step = state.get("step", 0)
         if self.step:  # replay the interrupted epoch's order from its start
             self.data_gen.set_state(state["epoch_data_state"])
-            self.sums = state["sums"].to(self.device)
+            self.totals = EpochTotals.from_tensor(state["sums"].to(self.device))
         self.best_epoch, self.best_val = state["best_epoch"], state["best_val"]
-        metrics = self.run_dir / "metrics.jsonl"
-        rows = [json.loads(line) for line in
-                (metrics.read_text().splitlines() if metrics.exists() else []) if line.strip()]
-        self.history = [r for r in rows if r["epoch"] <= state["epoch"]]
-        return True
+        self.history = [r for r in self.run.read_metrics() if r["epoch"] <= state["epoch"]]
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> RunResult:
+        """Train every remaining epoch; the run directory is locked throughout."""
         cfg = self.cfg
-        resumed = cfg.resume and self.try_resume()
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.tmp"):  # half-written by a killed process
-                stale.unlink(missing_ok=True)
-            if not resumed and any((self.run_dir / f"{p}.state.pt").exists()
-                                   for p in ("last", "prev")):
-                raise ConfigError(f"{self.run_dir} already holds a run; pass --resume to continue "
-                                  f"it or choose another --out-dir")
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg),
-                                                                     sort_keys=False))
-            self._write_metrics()
-        writer = self._tensorboard()
-        progress = self._progress()
-        try:
-            with _stop_on_signals(self):
-                for epoch in range(self.start_epoch, cfg.epochs):
-                    if self._run_epoch(epoch, writer, progress) is None:
-                        self.save(epoch - 1, self.history[-1] if self.history else {}, False,
-                                  step=self.step)
-                        raise TrainingInterrupted(
-                            f"stopped by {self._stop} at epoch {epoch + 1}, step {self.step}; "
-                            f"checkpoint saved in {self.run_dir}: continue with --resume")
-        finally:
-            if progress is not None:
-                progress.close()
-            writer.close()
-        if self.dist.is_main:
-            from .plots import plot_curves
-            plot_curves(self.history, self.run_dir / "curves.png")
+        with self.run.lock() if self.dist.is_main else contextlib.nullcontext():
+            self._start()
+            writer = self._tensorboard()
+            self._progress = self._progress_bar()
+            try:
+                with _stop_on_signals(self):
+                    for epoch in range(self.start_epoch, cfg.epochs):
+                        if self._run_epoch(epoch, writer) is None:
+                            self.save(epoch, self.history[-1] if self.history else {}, False,
+                                      step=self.step)
+                            raise TrainingInterrupted(
+                                f"stopped by {self._stop} in epoch {epoch + 1} of {cfg.epochs} "
+                                f"(step {self.step} of {self.steps_per_epoch}); checkpoint "
+                                f"saved. Continue with: torchawp train --resume {self.run_dir}")
+            finally:
+                if self._progress is not None:
+                    self._progress.close()
+                writer.close()
+            if self.dist.is_main:
+                from .plots import plot_curves
+                plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best_epoch)
 
-    def _run_epoch(self, epoch: int, writer, progress) -> Optional[dict]:
-        """Train, evaluate, select, log and checkpoint one epoch (None if stopped early)."""
+    def _run_epoch(self, epoch: int, writer) -> Optional[dict]:
+        """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
+        says ``epoch + 1``). None if a stop signal came first."""
         cfg = self.cfg
         start = time.perf_counter()
+        self._describe(f"epoch {epoch + 1}/{cfg.epochs}")
         train_row = self.train_epoch(epoch)
         if train_row is None:
             return None
-        self.step = 0
-        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        row = {"epoch": epoch, **train_row, "train_seconds": time.perf_counter() - start}
+        row = {"epoch": epoch + 1, **train_row, "train_seconds": time.perf_counter() - start}
         if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.epochs - 1:
-            row.update(self.evaluate_epoch())
+            self._describe(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
+            evaluation = self.evaluate_epoch()
+            if evaluation is None:  # stopped: the checkpoint keeps the epoch's trained steps
+                return None
+            row.update(evaluation)
         probe = cfg.eval.flatness_every
         if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
             row["flatness_avg"] = self.probe_flatness()
+        self.step = 0
+        self.totals = EpochTotals.zeros(self.device)
         if self.skipped:
             row["skipped_steps"] = self.skipped
         row["seconds"] = time.perf_counter() - start
@@ -425,65 +393,56 @@ class Trainer:
         else:
             is_best = selector is not None and selector > self.best_val
         if is_best:
-            self.best_epoch = epoch
+            self.best_epoch = epoch + 1
             self.best_val = selector if selector is not None else self.best_val
         self.history.append(row)
         if self.dist.is_main:
-            self._write_metrics()
-            self.save(epoch, row, is_best)
+            self.run.write_metrics(self.history)
+            self.save(epoch + 1, row, is_best)
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
-                    writer.add_scalar(key, value, epoch)
-        if progress is not None:
-            progress.set_postfix_str(_postfix(row), refresh=False)
-            progress.update(1)
+                    writer.add_scalar(key, value, epoch + 1)
+        if self._progress is not None:
+            self._progress.set_postfix_str(_postfix(row), refresh=True)
         return row
 
-    def _write_metrics(self) -> None:
-        from .checkpoint import atomic_write
-        text = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write(self.run_dir / "metrics.jsonl", lambda tmp: tmp.write_text(text))
+    def _describe(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.set_description_str(text, refresh=True)
 
     def _tensorboard(self):
         if not self.dist.is_main:
             return _NullWriter()
         from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch)
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch + 1)
 
-    def _progress(self):
+    def _progress_bar(self):
+        """One bar over every training step of the run, so long epochs show progress too."""
         if not (self.cfg.progress and self.dist.is_main):
             return None
         from tqdm.auto import tqdm
-        return tqdm(total=self.cfg.epochs, initial=self.start_epoch, unit="epoch",
+        return tqdm(total=self.cfg.epochs * self.steps_per_epoch,
+                    initial=self.start_epoch * self.steps_per_epoch + self.step, unit="step",
                     dynamic_ncols=True, desc=f"{self.cfg.method} {self.cfg.data.name}")
-
-
-CHECKPOINT_FILES = ("state.pt", "safetensors")
-
-
-class TrainingInterrupted(TorchAWPError):
-    """SIGINT/SIGTERM: a checkpoint was saved at the current step."""
-
-    def __init__(self, message: str, exit_code: int = 130):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class TrainingDiverged(TorchAWPError):
-    """The training loss became NaN or infinite."""
 
 
 @contextlib.contextmanager
 def _stop_on_signals(trainer: "Trainer"):
-    """SIGINT and SIGTERM set a flag; the loop stops after the current step and checkpoints.
-    Under DDP the signals keep their default action (the ranks cannot agree on a step without
-    a collective per step); such runs resume from the last epoch checkpoint."""
+    """SIGINT and SIGTERM set a flag: the loop stops after the current training step (or
+    evaluation batch) and checkpoints; a second signal stops at once, keeping the last
+    checkpoint. Under DDP the signals keep their default action (the ranks cannot agree on a
+    step without a collective per step); such runs resume from the last epoch checkpoint."""
     if threading.current_thread() is not threading.main_thread() or trainer.dist.enabled:
         yield
         return
 
     def handler(signum, frame):
+        if trainer._stop is not None:  # the second one: no more waiting
+            raise KeyboardInterrupt
         trainer._stop = signal.Signals(signum).name
+        if trainer.cfg.progress:
+            print(f"\ntorchawp: {trainer._stop}: finishing the current step, then saving a "
+                  f"checkpoint (press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -502,7 +461,7 @@ class _NullWriter:
 
 
 def _postfix(row: dict) -> str:
-    parts = [f"ep {row['epoch']}", f"loss {row['train_loss']:.3f}"]
+    parts = [f"loss {row['train_loss']:.3f}"]
     for key, name in (("val_robust_acc", "val rob"), ("test_robust_acc", "test rob"),
                       ("gap", "gap")):
         if key in row:
@@ -510,21 +469,16 @@ def _postfix(row: dict) -> str:
     return " | ".join(parts)
 
 
-def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = None,
-          splits: Optional[Splits] = None, **overrides) -> RunResult:
-    """Run one experiment: ``torchawp.train(load_recipe("digits"), epochs=10)``.
-
-    ``cfg`` may be a :class:`TrainConfig`, a plain dict of its fields, or None (the offline
-    ``digits`` recipe);
-    keyword ``overrides`` set top-level fields. Returns a :class:`RunResult`.
-    """
-    if cfg is None:
-        cfg = load_recipe("digits")
-    elif isinstance(cfg, dict):
-        cfg = from_dict(cfg)
-    if overrides:
-        cfg = dataclasses.replace(cfg, **overrides)
-    return Trainer(cfg, model=model, splits=splits).fit()
+def describe(cfg: TrainConfig) -> str:
+    """One line naming what a run trains: method, data, model, threat model and, for AWP
+    methods, the resolved gamma and the epochs AWP is on."""
+    _, use_awp = get_method(cfg.method)
+    text = (f"{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
+            f"{cfg.attack.eps:.4g}")
+    if use_awp:
+        w = cfg.awp
+        text += f", AWP gamma {w.gamma:g} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
+    return text
 
 
 def summary_table(result: RunResult) -> str:
@@ -534,8 +488,7 @@ def summary_table(result: RunResult) -> str:
     lines = [header, "-" * len(header)]
     pct = lambda r, k: f"{100 * r[k]:.2f}" if k in r else "-"  # noqa: E731
     for name, r in rows:
-        lines.append(f"{name + ' (epoch ' + str(r['epoch'] + 1) + ')':<16}"
+        lines.append(f"{name + ' (epoch ' + str(r['epoch']) + ')':<16}"
                      f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
                      f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
     return "\n".join(lines)
-

@@ -78,6 +78,7 @@ def test_pseudo_label_command_labels_the_held_out_images(tmp_path, capsys):
 
 def test_rst_with_extra_data_auto_self_labels_the_hidden_images(tmp_path):
     from torchawp.checkpoint import load
+    from torchawp.engine import prepare_splits
     from torchawp.pseudo_label import pseudo_label
     from torchawp.train import Trainer
 
@@ -86,7 +87,7 @@ def test_rst_with_extra_data_auto_self_labels_the_hidden_images(tmp_path):
         cfg.data.train_subset, cfg.data.extra_data, cfg.data.self_label_epochs = 300, "auto", 8
         return cfg
 
-    trainer = Trainer(rst_config(1))
+    trainer = Trainer(rst_config(1), splits=prepare_splits(rst_config(1)))
     labeller_dir = trainer.run_dir / "labeller"
     extra, unused = trainer.splits.extra, trainer.splits.unused
     assert torch.equal(extra.images, unused.images)  # the images whose labels were hidden

@@ -1,0 +1,222 @@
+"""A run directory: its lock, config, metrics and crash-safe checkpoints.
+
+::
+
+    config.yaml        the resolved config (every field)
+    metrics.jsonl      one row per epoch (epochs counted from 1)
+    best.safetensors   weights of the epoch with the best validation robust accuracy
+    last.safetensors   weights after the last epoch (or mid-epoch, after a stop signal)
+    last.state.pt      optimizer, scheduler, RNG states: resumes the run
+    prev.*             the previous checkpoint, kept until the next one is complete
+
+:class:`RunDir` knows where things are and how to write them safely; it knows nothing about
+training. :func:`check_resumable` decides whether a config may continue a saved run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import yaml
+from torch import nn
+
+from .checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
+from .errors import CheckpointError, ConfigError, RunDirInUse
+
+CHECKPOINT_FILES = ("state.pt", "safetensors")
+
+# Fields that say where and how a run executes, not what it computes: a resume may change them.
+RUNTIME_FIELDS = ("out_dir", "resume", "progress", "device", "threads")
+
+_held: dict[str, int] = {}  # resolved path -> depth: the locks this process holds
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``directory`` itself for the block; it is created if
+    missing.
+
+    Another process that asks for it gets a :class:`RunDirInUse` error at once. Re-entrant
+    within a process. The kernel drops the lock when the process dies, however it dies, so a
+    killed run never leaves a stale lock behind, and no lock file is left in the directory."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        warnings.warn(f"cannot lock {directory} on this platform; do not run two torchawp "
+                      f"processes on it at once", stacklevel=3)
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = str(directory.resolve())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirInUse(f"{what} {directory} is in use by another torchawp process; wait "
+                          f"for it to finish, or choose another directory") from None
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.close(fd)  # releases the lock
+
+
+class RunDir:
+    """The files of one run, written atomically; only rank 0 of a DDP run writes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def lock(self):
+        """Exclusive use of the directory for the block (see :func:`exclusive_lock`)."""
+        return exclusive_lock(self.path)
+
+    def has_checkpoint(self) -> bool:
+        return any((self.path / f"{p}.state.pt").is_file() for p in ("last", "prev"))
+
+    def check_start(self, resume: bool) -> None:
+        """Refuse a new run over an existing one, and a resume of a directory that holds no
+        run (a typo would otherwise start a fresh run silently)."""
+        if not resume and self.has_checkpoint():
+            raise ConfigError(f"{self.path} already holds a run; continue it with "
+                              f"--resume {self.path}, or choose another --out-dir")
+        if resume and not (self.path / "config.yaml").is_file():
+            raise ConfigError(f"--resume: {self.path} holds no torchawp run (no config.yaml); "
+                              f"check the path, or drop --resume to start a new run there")
+
+    def saved_config(self) -> Optional[dict]:
+        """The run's ``config.yaml`` as plain data, or None."""
+        path = self.path / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+    def write_config(self, config: dict) -> None:
+        text = yaml.safe_dump(config, sort_keys=False)
+        atomic_write(self.path / "config.yaml", lambda tmp: tmp.write_text(text))
+
+    def read_metrics(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write(self.path / "metrics.jsonl", lambda tmp: tmp.write_text(text))
+
+    def remove_stale_temporaries(self) -> None:
+        for stale in self.path.glob(".*.tmp"):  # half-written by a killed process
+            stale.unlink(missing_ok=True)
+
+    def save(self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any],
+             is_best: bool) -> None:
+        """Write ``last.*`` (and ``best.safetensors``), keeping the previous checkpoint as
+        ``prev.*`` until the new one is complete, so a crash or a full disk at any moment leaves
+        a good one. The training state is written last: it commits the checkpoint (a run killed
+        inside its first save has no state file and starts over). ``state`` and ``meta`` carry
+        the same ``epoch`` and ``step``, which pair them on resume."""
+        for name in CHECKPOINT_FILES:
+            if (self.path / f"last.{name}").exists():
+                os.replace(self.path / f"last.{name}", self.path / f"prev.{name}")
+        try:
+            save_weights(self.path / "last.safetensors", model, meta)
+            if is_best:
+                save_weights(self.path / "best.safetensors", model, meta)
+            save_state(self.path / "last.state.pt", state)
+        except OSError as exc:
+            raise CheckpointError(f"could not write a checkpoint to {self.path} ({exc}); the "
+                                  f"previous one is intact as prev.*; free space and resume "
+                                  f"with --resume {self.path}") from None
+
+    def newest_checkpoint(self):
+        """``(state, weights, prefix)``: the newest matching (training state, weights) pair
+        among ``last.*`` and ``prev.*``.
+
+        Pairs are matched by (epoch, step) across both prefixes, so a crash between any two
+        renames or writes of :meth:`save` still leaves a usable pair. A corrupt file (truncated,
+        or failing its checksum) is skipped with a warning."""
+        states, weights, problems = {}, {}, []
+        for prefix in ("last", "prev"):
+            try:
+                state = load_state(self.path / f"{prefix}.state.pt")
+                states.setdefault((state["epoch"], state.get("step", 0)), state)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # format 1 is refused below
+                    tensors, meta = read_weights(self.path / f"{prefix}.safetensors")
+                if meta.get("format", 1) < 2:
+                    raise CheckpointError(f"{self.path} was written by torchawp 0.1; resume it "
+                                          f"with that version or start a new run")
+                weights.setdefault((meta.get("epoch"), meta.get("step", 0)), (tensors, prefix))
+            except CheckpointError as exc:
+                if "torchawp 0.1" in str(exc):
+                    raise
+                problems.append(str(exc))
+        common = sorted(set(states) & set(weights), reverse=True)
+        if not common:
+            raise CheckpointError(f"no usable checkpoint in {self.path}: "
+                                  + ("; ".join(problems) or "training state and weights are "
+                                     "from different steps"))
+        key = common[0]
+        real = [p for p in problems if "not found" not in p]
+        if real or key != max(states):
+            reason = real[0] if real else "the newest checkpoint is incomplete"
+            warnings.warn(f"{reason}; resuming from the checkpoint after epoch {key[0]}"
+                          + (f", step {key[1]} of epoch {key[0] + 1}" if key[1] else ""),
+                          stacklevel=2)
+        tensors, prefix = weights[key]
+        return states[key], tensors, prefix
+
+
+def check_resumable(saved: dict, ours: dict, epochs_done: int) -> Optional[str]:
+    """Whether config ``ours`` may continue the run saved with config ``saved`` (both plain
+    data, defaults filled) after ``epochs_done`` epochs.
+
+    A resumed run is the same experiment: every field must match except the runtime ones
+    (:data:`RUNTIME_FIELDS`) and ``epochs``, which may grow beyond what is done (not under a
+    cosine schedule, whose length is part of every epoch's learning rate). Raises
+    :class:`ConfigError` naming the first difference; returns a one-line notice when the run is
+    extended, else None."""
+    for key in sorted(set(saved) | set(ours)):
+        if key in RUNTIME_FIELDS or key == "epochs":
+            continue
+        if saved.get(key) != ours.get(key):
+            raise ConfigError(
+                f"--resume continues the run as it was configured, and {_first_difference(key, saved.get(key), ours.get(key))}; "
+                f"drop that option to resume, or start a new run in another --out-dir")
+    before, after = saved.get("epochs"), ours.get("epochs")
+    if after == before:
+        return None
+    if after <= epochs_done:
+        raise ConfigError(f"epochs {after} is not beyond the {epochs_done} epochs this run has "
+                          f"done; resume with --epochs greater than {epochs_done} (or without "
+                          f"--epochs to finish its {before})")
+    if (saved.get("optim") or {}).get("schedule") == "cosine":
+        raise ConfigError(f"epochs cannot change from {before} to {after} on resume: the cosine "
+                          f"learning-rate schedule anneals over the run's {before} epochs; "
+                          f"start a new run with --epochs {after}")
+    return f"extending the run from {before} to {after} epochs (config.yaml updated)"
+
+
+def _first_difference(key: str, saved: Any, ours: Any) -> str:
+    if isinstance(saved, dict) and isinstance(ours, dict):
+        for sub in sorted(set(saved) | set(ours)):
+            if saved.get(sub) != ours.get(sub):
+                return _first_difference(f"{key}.{sub}", saved.get(sub), ours.get(sub))
+    return f"{key} differs from the run's config.yaml ({saved!r} there, {ours!r} now)"
