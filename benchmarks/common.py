@@ -11,3 +11,58 @@ def paired(numerators: list[float], denominators: list[float], digits: int = 2) 
     r = sorted(n / d for n, d in zip(numerators, denominators))
     return (f"{statistics.median(r):.{digits}f} (median of {len(r)} paired rounds, "
             f"{r[0]:.{digits}f} to {r[-1]:.{digits}f})")
+
+
+class ProxyAWP:
+    """The authors' AWP (Wu et al.'s released code), for side-by-side comparisons: a proxy copy
+    of the model receives the weights every step, takes one SGD step on the negated adversarial
+    loss, and the per-tensor difference rescaled to gamma * ||w_l|| is added to the model's
+    conv/linear weights; the caller steps its optimizer at w + v; v is subtracted afterwards.
+
+    Same interface as ``torchawp.AWP`` where the trainer uses it (``perturbed``, ``active``)."""
+
+    def __init__(self, model, gamma: float = 0.01, proxy_lr: float = 0.01):
+        import copy
+
+        import torch
+
+        self.model, self.gamma = model, gamma
+        self.proxy = copy.deepcopy(model)
+        self.proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=proxy_lr)
+        self.names = [n for n, p in model.named_parameters() if p.dim() > 1 and "weight" in n]
+
+    def active(self, epoch: int) -> bool:
+        return True
+
+    def perturbed(self, closure, active: bool = True):
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def block():
+            if not active:
+                yield
+                return
+            self.proxy.load_state_dict(self.model.state_dict())
+            self.proxy.train()
+            self.proxy_opt.zero_grad()
+            (-closure(self.proxy)).backward()
+            self.proxy_opt.step()
+            weights = dict(self.model.named_parameters())
+            moved = dict(self.proxy.named_parameters())
+            diff = {}
+            for n in self.names:
+                d = moved[n].detach() - weights[n].detach()
+                diff[n] = self.gamma * weights[n].detach().norm() / (d.norm() + 1e-20) * d
+            with torch.no_grad():
+                for n in self.names:
+                    weights[n].add_(diff[n])
+            try:
+                yield
+            finally:
+                with torch.no_grad():
+                    for n in self.names:
+                        weights[n].sub_(diff[n])
+
+        return block()

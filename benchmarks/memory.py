@@ -10,7 +10,7 @@ The printed numbers are the increase over the AT step, next to the size of the m
 from __future__ import annotations
 
 import argparse
-import copy
+import contextlib
 import json
 import resource
 import subprocess
@@ -18,6 +18,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from common import ProxyAWP
 
 
 def child(variant: str, args) -> dict:
@@ -32,41 +33,18 @@ def child(variant: str, args) -> dict:
     x = torch.rand(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     pgd = PGD(steps=args.steps, bn_mode="train")
-    awp = AWP(model, gamma=0.01)
-    proxy = copy.deepcopy(model)
-    proxy_opt = torch.optim.SGD(proxy.parameters(), lr=0.01)
+    awp = {"awp": AWP(model, gamma=0.01), "proxy": ProxyAWP(model, gamma=0.01)}.get(variant)
 
     def step():
         x_adv = pgd(model, x, y)
-        if variant == "awp":
-            awp.perturb(lambda m: F.cross_entropy(m(x_adv), y))
-        elif variant == "proxy":  # the authors' AWP: copy weights into a proxy, step it, diff
-            proxy.load_state_dict(model.state_dict())
-            proxy.train()
-            proxy_opt.zero_grad()
-            (-F.cross_entropy(proxy(x_adv), y)).backward()
-            proxy_opt.step()
-            diff = {}
-            for (name, w), (_, p) in zip(model.named_parameters(), proxy.named_parameters()):
-                if w.dim() > 1 and "weight" in name:
-                    d = p.detach() - w.detach()
-                    diff[name] = 0.01 * w.norm() / (d.norm() + 1e-20) * d
-            with torch.no_grad():
-                for name, w in model.named_parameters():
-                    if name in diff:
-                        w.add_(diff[name])
-        model.train()
-        loss = F.cross_entropy(model(x_adv), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if variant == "awp":
-            awp.restore()
-        elif variant == "proxy":
-            with torch.no_grad():
-                for name, w in model.named_parameters():
-                    if name in diff:
-                        w.sub_(diff[name])
+        perturbed = (awp.perturbed(lambda m: F.cross_entropy(m(x_adv), y)) if awp is not None
+                     else contextlib.nullcontext())
+        with perturbed:
+            model.train()
+            loss = F.cross_entropy(model(x_adv), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
 
     step()  # allocator and optimizer state warm
     if device.type == "cuda":

@@ -43,3 +43,17 @@ def test_peers_prints_both_ratios():
     out = run("peers.py", "--rounds", "1")
     assert number(r"ART / torchawp = ([\d.]+)", out) > 0
     assert number(r"torchattacks / torchawp = ([\d.]+)", out) > 0
+
+
+def test_gpu_check_dry_run_on_cpu_writes_its_json(tmp_path):
+    import json
+
+    out = tmp_path / "gpu.json"
+    text = run("gpu_check.py", "--device", "cpu", "--tiny", "--skip-tests", "--no-compile",
+               "--out", str(out))
+    report = json.loads(out.read_text())
+    assert number(r"at-awp/at = ([\d.]+)", text) > 0
+    assert set(report["ratios"]) == {"at-awp", "trades-awp"}
+    assert report["ratios"]["at-awp"]["step_seconds"]["at-awp (authors' proxy)"] > 0
+    assert [k for k in report["epochs"]] == ["fp32", "fp32 + channels_last"]
+    assert all(e["epoch_seconds"] > 0 and e["images"] == 256 for e in report["epochs"].values())

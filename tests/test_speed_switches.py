@@ -10,10 +10,10 @@ from torchawp.train import Trainer
 from .helpers import tiny_config
 
 
-def trainer(tmp_path, attack=True, **overrides):
+def trainer(tmp_path, attack=True, device="cpu", **overrides):
     overrides = {"channels_last": False, **overrides}  # the plain path unless switched
     cfg = tiny_config(tmp_path / "t", **overrides)
-    cfg.device = "cpu"
+    cfg.device = device
     t = Trainer(cfg)
     t.attack.random_start = "none"
     if not attack:  # sign steps turn rounding differences into different x_adv; isolate them
@@ -27,7 +27,7 @@ def batch():
 
 
 def run_steps(t, n=3):
-    x, y = batch()
+    x, y = (v.to(t.device) for v in batch())
     losses = [t.train_step(x, y, awp_on=True)[0].item() / len(y) for _ in range(n)]
     return losses, {k: v.detach().clone() for k, v in t.model.state_dict().items()}
 
