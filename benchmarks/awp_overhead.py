@@ -22,7 +22,7 @@ import time
 import torch
 from common import paired
 
-from torchawp.config import load_recipe
+from torchawp.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
 from torchawp.train import Trainer
 

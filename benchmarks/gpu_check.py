@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from common import ProxyAWP, paired
 
-from torchawp.config import load_recipe
+from torchawp.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
 from torchawp.train import Trainer
 

@@ -22,7 +22,7 @@ import torch
 from common import paired
 
 from torchawp.attacks import PGD
-from torchawp.config import load_recipe
+from torchawp.recipes import load_recipe
 from torchawp.data import load_splits
 from torchawp.train import Trainer
 

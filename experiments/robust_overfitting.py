@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from torchawp.attacks import PGD
-from torchawp.config import load_recipe
-from torchawp.evaluate import load_for_eval
+from torchawp.recipes import load_recipe
+from torchawp.suite import load_for_eval
 from torchawp.flatness import average_case_flatness, worst_case_flatness
 from torchawp.landscape import landscape_1d, plot_landscapes_1d
 from torchawp.train import train
@@ -45,9 +45,9 @@ def config(method: str, seed: int, out: Path):
 
 
 def flatness(run_dir: Path, which: str) -> dict:
-    model, splits, tm = load_for_eval(run_dir, which, "cpu")
+    model, splits, threat = load_for_eval(run_dir, which, "cpu")
     x, y = splits.test.tensors(0, 500)
-    attack = PGD(tm["norm"], tm["eps"], tm["step_size"], 10)
+    attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
     avg = average_case_flatness(model, x, y, attack, xi=0.5, samples=5)
     worst = worst_case_flatness(model, x, y, attack, xi=7.5e-4, passes=5, restarts=3)
     return {"average": avg["flatness"], "worst": worst["flatness"], "loss": avg["loss"]}
@@ -114,9 +114,9 @@ def main():
     # landscape of the first seed: AT vs AT-AWP, last checkpoints, the same directions
     curves = []
     for method in ("at", "at-awp"):
-        model, splits, tm = load_for_eval(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
+        model, splits, threat = load_for_eval(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
         x, y = splits.test.tensors(0, 300)
-        attack = PGD(tm["norm"], tm["eps"], tm["step_size"], 10)
+        attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
         curves.append((method, landscape_1d(model, x, y, attack, directions=3, points=11)))
         shutil.copy(out / f"{method}_s{args.seeds[0]}" / "curves.png",
                     res_dir / f"curves_{method}.png")

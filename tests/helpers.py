@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from torchawp.config import load_recipe
+from torchawp.recipes import load_recipe
 
 
 def tiny_config(out_dir, **overrides):

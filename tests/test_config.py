@@ -1,6 +1,7 @@
 import pytest
 
-from torchawp.config import TrainConfig, from_dict, load_recipe, validate
+from torchawp.config import TrainConfig, from_dict, validate
+from torchawp.recipes import load_recipe
 from torchawp.errors import ConfigError
 
 
@@ -13,7 +14,7 @@ def test_defaults_are_the_papers_cifar_protocol():
 
 
 def test_every_shipped_recipe_validates():
-    from torchawp.config import RECIPE_DIR
+    from torchawp.recipes import RECIPE_DIR
 
     for path in RECIPE_DIR.glob("*.yaml"):
         cfg = load_recipe(path.stem)

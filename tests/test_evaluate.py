@@ -3,8 +3,10 @@ import torch
 from torch import nn
 
 from torchawp.attacks import AutoAttack, autoattack_available
+from torchawp.attacks import Threat
 from torchawp.checks import sanity_checks
-from torchawp.evaluate import correct_mask, run_suite
+from torchawp.evaluate import correct_mask
+from torchawp.suite import run_suite
 
 
 class Rounding(nn.Module):
@@ -25,8 +27,8 @@ def statuses(checks):
 
 def test_checks_pass_on_a_normal_model(digits_model, digits_test):
     x, y = digits_test
-    suite = run_suite(digits_model, x, y, ("pgd20",), "linf", 0.1, 0.025)
-    checks = statuses(sanity_checks(digits_model, x, y, "linf", 0.1, 0.025,
+    suite = run_suite(digits_model, x, y, ("pgd20",), Threat("linf", 0.1, 0.025))
+    checks = statuses(sanity_checks(digits_model, x, y, Threat("linf", 0.1, 0.025),
                                     suite["masks"]["pgd20"], max_examples=200))
     for name in ("steps", "eps", "unbounded", "gradients", "deterministic"):
         assert checks[name] == "pass", name
@@ -35,9 +37,9 @@ def test_checks_pass_on_a_normal_model(digits_model, digits_test):
 def test_checks_flag_a_model_with_masked_gradients(digits_model, digits_test):
     x, y = digits_test
     masked = nn.Sequential(Rounding(), digits_model).eval()
-    suite = run_suite(masked, x, y, ("pgd20",), "linf", 0.1, 0.025)
+    suite = run_suite(masked, x, y, ("pgd20",), Threat("linf", 0.1, 0.025))
     assert suite["accuracy"]["pgd20"] > 0.8  # the attack is fooled: robustness looks high
-    checks = statuses(sanity_checks(masked, x, y, "linf", 0.1, 0.025, suite["masks"]["pgd20"],
+    checks = statuses(sanity_checks(masked, x, y, Threat("linf", 0.1, 0.025), suite["masks"]["pgd20"],
                                     max_examples=200))
     assert checks["gradients"] == "warn" and checks["unbounded"] == "warn"
 
@@ -51,7 +53,8 @@ def test_deterministic_check_flags_a_randomised_model(digits_model, digits_test)
 
 def test_worst_case_is_never_above_any_single_attack(digits_model, digits_test):
     x, y = digits_test
-    suite = run_suite(digits_model, x, y, ("fgsm", "pgd10", "cw10"), "linf", 0.1, 0.025)
+    suite = run_suite(digits_model, x, y, ("fgsm", "pgd10", "cw10"),
+                      Threat("linf", 0.1, 0.025))
     acc = suite["accuracy"]
     assert suite["robust_acc"] <= min(acc.values())
     assert acc["pgd10"] <= acc["fgsm"] + 0.02 and acc["clean"] > acc["pgd10"]
@@ -96,7 +99,7 @@ def test_autoattack_runs_on_a_tiny_model_and_stays_in_the_ball(digits_model, dig
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_evaluation_keeps_the_run_memory_format(tmp_path, channels_last):
     import torchawp
-    from torchawp.evaluate import load_for_eval
+    from torchawp.suite import load_for_eval
 
     from .helpers import tiny_config
 

@@ -21,7 +21,7 @@ import torchawp
 from torchawp.checkpoint import load_state, read_weights
 from torchawp.cli import main
 from torchawp.errors import CheckpointError, ConfigError, RunDirInUse, TrainingInterrupted
-from torchawp.evaluate import evaluate_checkpoint
+from torchawp.suite import evaluate_checkpoint
 from torchawp.rundir import exclusive_lock
 from torchawp.train import Trainer
 

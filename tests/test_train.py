@@ -7,7 +7,8 @@ import yaml
 import torchawp
 from torchawp.checkpoint import read_weights
 from torchawp.errors import ConfigError
-from torchawp.train import Trainer, summary_table
+from torchawp.runlog import summary_table
+from torchawp.train import Trainer
 
 from .conftest import TinyBNNet
 from .helpers import tiny_config

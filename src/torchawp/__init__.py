@@ -20,7 +20,8 @@ from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
 from .evaluate import evaluate
 from .models import create_model
 from .engine import train
-from .train import RunResult, Trainer
+from .runlog import RunResult
+from .train import Trainer
 
 __version__ = "0.2.0"
 

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
+from .models import model_from_spec
 from .runtime import AutocastModel
 
 FORMAT = 2  # 2: SHA-256 of the tensors in the header; epochs counted from 1
@@ -84,8 +87,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def save_weights(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Weights (parameters and persistent buffers) to safetensors, ``meta`` as JSON header."""
-    from safetensors.torch import save_file
-
     model = unwrap(model)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = dict(meta, format=FORMAT, model_spec=getattr(model, "spec", None) or None,
@@ -96,8 +97,6 @@ def save_weights(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, meta)`` of a ``.safetensors`` checkpoint."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
@@ -212,8 +211,6 @@ def load(path: str | Path, which: str = "best", device: str | torch.device = "cp
         device: where to put the model.
         model: an instance to load into (needed for models built outside the registry).
     """
-    from .models import model_from_spec
-
     file = resolve_checkpoint(path, which)
     state, meta = read_weights(file)
     if model is None:

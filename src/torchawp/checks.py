@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import PGD, AutoAttack, autoattack_available
+from .attacks import PGD, AutoAttack, Threat, autoattack_available
 from .perturb import model_mode
 
 TOLERANCE = 0.01  # accuracy may fluctuate by this much between attack settings
@@ -51,16 +51,17 @@ def _result(name, ok, detail, skipped=False):
             "detail": detail}
 
 
-def check_steps(model, x, y, norm, eps, step_size):
-    a10 = _acc(model, x, y, PGD(norm, eps, step_size, 10))
-    a50 = _acc(model, x, y, PGD(norm, eps, step_size, 50))
+def check_steps(model, x, y, t: Threat):
+    a10 = _acc(model, x, y, PGD(t.norm, t.eps, t.step_size, 10))
+    a50 = _acc(model, x, y, PGD(t.norm, t.eps, t.step_size, 50))
     return _result("steps", a50 <= a10 + TOLERANCE,
                    f"PGD-10 {100 * a10:.2f}%, PGD-50 {100 * a50:.2f}% (more steps must not help "
                    f"the model)")
 
 
-def check_eps(model, x, y, norm, eps, step_size):
-    accs = [_acc(model, x, y, PGD(norm, f * eps, f * step_size, 20)) for f in (0.5, 1.0, 2.0)]
+def check_eps(model, x, y, t: Threat):
+    accs = [_acc(model, x, y, PGD(t.norm, f * t.eps, f * t.step_size, 20))
+            for f in (0.5, 1.0, 2.0)]
     ok = all(b <= a + TOLERANCE for a, b in zip(accs, accs[1:]))
     return _result("eps", ok, "PGD-20 at eps x0.5, x1, x2: "
                    + ", ".join(f"{100 * a:.2f}%" for a in accs) + " (must not rise)")
@@ -110,18 +111,18 @@ def check_black_box(model, x, y, norm, eps, white_box_robust: torch.Tensor, limi
                    f"every white-box attack failed on (must be ~0%)")
 
 
-def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: str, eps: float,
-                  step_size: float, white_box_robust: torch.Tensor,
-                  max_examples: int = 500) -> list[dict]:
+def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                  white_box_robust: torch.Tensor, max_examples: int = 500) -> list[dict]:
     """Run every check on (up to ``max_examples`` of) ``x, y``, in eval mode (the model's
     modes are restored afterwards)."""
     x, y = x[:max_examples], y[:max_examples]
     with model_mode(model, "eval"):
         return [
-            check_steps(model, x, y, norm, eps, step_size),
-            check_eps(model, x, y, norm, eps, step_size),
-            check_unbounded(model, x, y, norm),
+            check_steps(model, x, y, threat),
+            check_eps(model, x, y, threat),
+            check_unbounded(model, x, y, threat.norm),
             check_gradients(model, x, y),
             check_deterministic(model, x),
-            check_black_box(model, x, y, norm, eps, white_box_robust[:max_examples]),
+            check_black_box(model, x, y, threat.norm, threat.eps,
+                            white_box_robust[:max_examples]),
         ]

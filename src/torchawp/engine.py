@@ -21,13 +21,15 @@ import torch
 from torch import nn
 
 from .checkpoint import load
-from .config import TrainConfig, from_dict, load_recipe, validate
+from .config import TrainConfig, from_dict, validate
+from .recipes import load_recipe
 from .data import ArrayDataset, Splits, load_splits
 from .errors import ConfigError
 from .methods import get_method
 from .pseudo_label import pseudo_label
-from .rundir import RunDir
-from .train import RunResult, Trainer, default_run_dir
+from .rundir import RunDir, default_run_dir
+from .runlog import RunResult
+from .train import Trainer
 
 
 def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = None,

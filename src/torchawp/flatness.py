@@ -26,7 +26,7 @@ from torch import nn
 
 from .attacks import Attack
 from .landscape import robust_loss
-from .perturb import RelativeL2Ball, add_, restore_exact, select_parameters, snapshot
+from .perturb import RelativeL2Ball, add_, exact_snapshot, model_mode, select_parameters
 
 
 def _ball(params, xi: float, relative: bool) -> RelativeL2Ball:
@@ -42,18 +42,15 @@ def average_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """``{"flatness", "loss", "perturbed_losses"}``: mean increase of the robust loss under
     random relative weight noise on the sphere of radius ``xi``."""
     params = [p for _, p in select_parameters(model, "weights+biases")]
-    saved = snapshot(params)
     ball = _ball(params, xi, relative)
     gen = torch.Generator().manual_seed(seed)
     base, _ = robust_loss(model, x, y, attack, batch_size, seed)
     losses = []
-    try:
+    with exact_snapshot(params) as w:
         for _ in range(samples):
             add_(params, ball.sample(params, gen))
             losses.append(robust_loss(model, x, y, attack, batch_size, seed)[0])
-            restore_exact(params, saved)
-    finally:
-        restore_exact(params, saved)
+            w.restore()
     return {"flatness": sum(losses) / len(losses) - base, "loss": base,
             "perturbed_losses": losses}
 
@@ -67,21 +64,19 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     of radius ``xi``. Every restart starts from a random point on the sphere (seeded) and keeps
     the larger of its start and end losses, so the measure is never below the loss at its
     starting points."""
-    model.eval()
     params = [p for _, p in select_parameters(model, "weights+biases")]
-    saved = snapshot(params)
     ball = _ball(params, xi, relative)
     gen = torch.Generator().manual_seed(seed)
     device = params[0].device
     attack_gen = torch.Generator(device).manual_seed(seed)
     base, _ = robust_loss(model, x, y, attack, batch_size, seed)
     best_per_restart = []
-    try:
+    with exact_snapshot(params) as w, model_mode(model, "eval"):
         for _ in range(restarts):
             nu = ball.sample(params, gen)
             add_(params, nu)
             best = robust_loss(model, x, y, attack, batch_size, seed)[0]
-            restore_exact(params, saved)
+            w.restore()
             for _ in range(passes):
                 for start in range(0, len(y), batch_size):
                     xb = x[start:start + batch_size].to(device)
@@ -92,14 +87,12 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     with torch.enable_grad():
                         loss = F.cross_entropy(model(xb), yb)
                         grads = torch.autograd.grad(loss, params)
-                    restore_exact(params, saved)
+                    w.restore()
                     with torch.no_grad():
                         nu = ball.project(torch._foreach_add(nu, ball.step(grads, lr)))
             add_(params, nu)
             best = max(best, robust_loss(model, x, y, attack, batch_size, seed)[0])
-            restore_exact(params, saved)
+            w.restore()
             best_per_restart.append(best)
-    finally:
-        restore_exact(params, saved)
     return {"flatness": max(best_per_restart) - base, "loss": base,
             "restart_losses": best_per_restart}

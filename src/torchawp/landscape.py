@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .attacks import Attack
-from .perturb import add_, restore_exact, snapshot
+from .evaluate import evaluate
+from .perturb import add_, exact_snapshot
 
 
 def filter_normalized_direction(model: nn.Module, generator: Optional[torch.Generator] = None
@@ -40,8 +41,6 @@ def robust_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opti
                 batch_size: int = 500, seed: int = 0) -> tuple[float, float]:
     """``(mean loss, accuracy)`` of ``model`` on ``attack(x)`` (clean if ``attack`` is None),
     eval mode, the attack's randomness seeded so that every call is comparable."""
-    from .evaluate import evaluate
-
     device = next(model.parameters()).device
     gen = torch.Generator(device).manual_seed(seed)
     if attack is None:
@@ -52,9 +51,9 @@ def robust_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opti
     return m["rho_loss"], m["rho_acc"]
 
 
-def _loss_at(model, params, saved, steps, x, y, attack, batch_size, seed):
+def _loss_at(model, params, w, steps, x, y, attack, batch_size, seed):
     """Robust loss and accuracy at ``w + sum(coeff * direction)``, from the exact saved ``w``."""
-    restore_exact(params, saved)
+    w.restore()
     for direction, coeff in steps:
         add_(params, direction, alpha=coeff)
     return robust_loss(model, x, y, attack, batch_size, seed)
@@ -77,19 +76,16 @@ def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
     """Robust loss along ``directions`` filter-normalised random directions (seeded, so two
     models compared with the same seed get the same Gaussian draws)."""
     params = list(model.parameters())
-    saved = snapshot(params)
     alphas = torch.linspace(-radius, radius, points).tolist()
     gen = torch.Generator().manual_seed(seed)
     losses, accs = [], []
-    try:
+    with exact_snapshot(params) as w:
         for _ in range(directions):
             d = filter_normalized_direction(model, gen)
-            row = [_loss_at(model, params, saved, [(d, a)], x, y, attack, batch_size, seed)
+            row = [_loss_at(model, params, w, [(d, a)], x, y, attack, batch_size, seed)
                    for a in alphas]
             losses.append([loss for loss, _ in row])
             accs.append([acc for _, acc in row])
-    finally:
-        restore_exact(params, saved)
     return Landscape(alphas, losses, accs)
 
 
@@ -98,25 +94,22 @@ def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
                  batch_size: int = 500) -> Landscape:
     """Robust loss on the plane ``w + a * d1 + b * d2`` (two filter-normalised directions)."""
     params = list(model.parameters())
-    saved = snapshot(params)
     grid = torch.linspace(-radius, radius, points).tolist()
     gen = torch.Generator().manual_seed(seed)
     d1, d2 = filter_normalized_direction(model, gen), filter_normalized_direction(model, gen)
     losses, accs = [], []
-    try:
+    with exact_snapshot(params) as w:
         for a in grid:
-            row = [_loss_at(model, params, saved, [(d1, a), (d2, b)], x, y, attack,
+            row = [_loss_at(model, params, w, [(d1, a), (d2, b)], x, y, attack,
                             batch_size, seed) for b in grid]
             losses.append([loss for loss, _ in row])
             accs.append([acc for _, acc in row])
-    finally:
-        restore_exact(params, saved)
     return Landscape(grid, losses, accs, betas=grid)
 
 
 def plot_landscapes_1d(curves: Sequence[tuple[str, Landscape]], path, title: str = "") -> None:
     """Mean robust loss (line) and min-max over directions (band) for each labelled model."""
-    import matplotlib
+    import matplotlib  # plotting only: matplotlib loads in about a second, so on use
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -137,7 +130,7 @@ def plot_landscapes_1d(curves: Sequence[tuple[str, Landscape]], path, title: str
 
 
 def plot_landscape_2d(label: str, ls: Landscape, path) -> None:
-    import matplotlib
+    import matplotlib  # plotting only: matplotlib loads in about a second, so on use
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

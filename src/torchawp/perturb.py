@@ -9,7 +9,8 @@ Pieces, each small:
 * :func:`frozen_bn_stats` runs train-mode forwards without touching BatchNorm running statistics.
 * :func:`add_` / :func:`snapshot` / :func:`restore_exact` apply and undo a perturbation. Training
   subtracts (the authors' semantics); measurements copy the saved tensors back, because in
-  float32 ``(w + v) - v`` differs from ``w`` in a few percent of entries.
+  float32 ``(w + v) - v`` differs from ``w`` in a few percent of entries. :func:`exact_snapshot`
+  is the context manager every measurement uses.
 """
 
 from __future__ import annotations
@@ -124,6 +125,29 @@ def restore_exact(params: Sequence[torch.Tensor], saved: Sequence[torch.Tensor])
     """Copy the saved tensors back (bit-identical, unlike subtracting the perturbation)."""
     with torch.no_grad():
         torch._foreach_copy_(list(params), list(saved))
+
+
+class ExactSnapshot:
+    """The saved tensors of :func:`exact_snapshot`; :meth:`restore` copies them back."""
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self.params = list(params)
+        self.saved = snapshot(self.params)
+
+    def restore(self) -> None:
+        restore_exact(self.params, self.saved)
+
+
+@contextlib.contextmanager
+def exact_snapshot(params: Sequence[torch.Tensor]) -> Iterator[ExactSnapshot]:
+    """Save ``params``, run the block (which may perturb them and call ``.restore()`` between
+    measurements), and copy the saved tensors back on the way out, also on error: the weights
+    are bit-identical afterwards."""
+    saved = ExactSnapshot(params)
+    try:
+        yield saved
+    finally:
+        saved.restore()
 
 
 class RelativeL2Ball:

@@ -8,7 +8,7 @@ from pathlib import Path
 def plot_curves(history: list[dict], path: Path) -> None:
     """Train / val / test robust (solid) and clean (dashed) accuracy per epoch, the shape of
     robust overfitting: test robust accuracy peaking while train robust accuracy keeps rising."""
-    import matplotlib
+    import matplotlib  # matplotlib loads in about a second: on use, at the end of a run
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

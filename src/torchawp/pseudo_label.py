@@ -8,23 +8,27 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .checkpoint import load
 from .data import load_extra, load_splits, save_extra, to_float
+from .errors import DataError
+from .perturb import model_mode
+from .runtime import resolve_device
 
 
 @torch.no_grad()
 def pseudo_label(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
                  device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted labels and their softmax confidence for ``images`` (N, C, H, W; uint8 or
-    float in [0, 1]), with the model in eval mode."""
-    model.eval()
+    float in [0, 1]), with the model in eval mode (its modes are restored afterwards)."""
     device = device or next(model.parameters()).device
     labels, confidence = [], []
-    for start in range(0, len(images), batch_size):
-        x = to_float(images[start:start + batch_size]).to(device)
-        probs = torch.softmax(model(x).float(), dim=1)
-        conf, pred = probs.max(1)
-        labels.append(pred.cpu())
-        confidence.append(conf.cpu())
+    with model_mode(model, "eval"):
+        for start in range(0, len(images), batch_size):
+            x = to_float(images[start:start + batch_size]).to(device)
+            probs = torch.softmax(model(x).float(), dim=1)
+            conf, pred = probs.max(1)
+            labels.append(pred.cpu())
+            confidence.append(conf.cpu())
     return torch.cat(labels), torch.cat(confidence)
 
 
@@ -33,10 +37,6 @@ def pseudo_label_file(checkpoint: str | Path, out: str | Path, images: Optional[
     """Label ``images`` (an ``.npz`` with ``images``; default: the checkpoint's own dataset's
     training images that its run left out with ``data.train_subset``) and write an RST
     extra-data ``.npz``. Returns counts, and agreement with the true labels when known."""
-    from .checkpoint import load
-    from .errors import DataError
-    from .runtime import resolve_device
-
     dev = resolve_device(device)
     model = load(checkpoint, device=dev)
     meta = model.checkpoint_meta

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -45,7 +46,7 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
     within a process. The kernel drops the lock when the process dies, however it dies, so a
     killed run never leaves a stale lock behind, and no lock file is left in the directory."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:  # Windows: no flock
         warnings.warn(f"cannot lock {directory} on this platform; do not run two torchawp "
                       f"processes on it at once", stacklevel=3)
@@ -74,6 +75,12 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
     finally:
         del _held[key]
         os.close(fd)  # releases the lock
+
+
+def default_run_dir(cfg) -> Path:
+    """``runs/<time>_<method>_<dataset>_<model>_s<seed>`` for a run without ``out_dir``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}_{cfg.method}_{cfg.data.name}_{cfg.model}_s{cfg.seed}"
 
 
 class RunDir:

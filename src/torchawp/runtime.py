@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import threading
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -114,3 +118,28 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
         g.set_state(state["generators"][k])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def stop_on_signals(on_signal: Callable[[str], None], enabled: bool = True) -> Iterator[None]:
+    """For the block, SIGINT and SIGTERM call ``on_signal(name)`` (the caller stops at a safe
+    point); a second signal raises KeyboardInterrupt at once. Off outside the main thread and
+    when not ``enabled`` (under DDP the ranks cannot agree on a step without a collective per
+    step, so the signals keep their default action and a run resumes from its last epoch)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen = []
+
+    def handler(signum, frame):
+        if seen:  # the second one: no more waiting
+            raise KeyboardInterrupt
+        seen.append(signum)
+        on_signal(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

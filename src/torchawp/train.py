@@ -11,12 +11,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
 import sys
-import threading
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,30 +27,16 @@ from .config import TrainConfig, from_dict, to_dict, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, evaluate
+from .flatness import average_case_flatness
 from .methods import get_method
 from .models import create_model
-from .rundir import RunDir, check_resumable
+from .plots import plot_curves
+from .rundir import RunDir, check_resumable, default_run_dir
+from .runlog import (EpochTotals, NullWriter, RunResult, postfix, progress_bar,
+                     tensorboard_writer)
 from .runtime import (AutocastModel, DistEnv, all_reduce_sum, autocast_dtype,
                       init_distributed, resolve_device, rng_state, seed_everything,
-                      set_rng_state)
-
-
-@dataclasses.dataclass
-class RunResult:
-    """What :func:`torchawp.train` returns: the run directory and the metrics rows (epochs
-    counted from 1)."""
-
-    run_dir: Path
-    history: list[dict[str, Any]]
-    best_epoch: int
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.history[-1]
-
-    @property
-    def best(self) -> dict[str, Any]:
-        return next(r for r in self.history if r["epoch"] == self.best_epoch)
+                      set_rng_state, stop_on_signals)
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -65,36 +48,6 @@ def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
     if o.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}_{cfg.method}_{cfg.data.name}_{cfg.model}_s{cfg.seed}"
-
-
-@dataclasses.dataclass
-class EpochTotals:
-    """Running sums of one epoch, kept on the device (no host sync per step)."""
-
-    loss: torch.Tensor     # sum of per-example training loss
-    correct: torch.Tensor  # examples classified correctly under the training attack
-    count: torch.Tensor    # examples seen
-
-    @classmethod
-    def zeros(cls, device) -> "EpochTotals":
-        return cls.from_tensor(torch.zeros(3, dtype=torch.float64, device=device))
-
-    @classmethod
-    def from_tensor(cls, t: torch.Tensor) -> "EpochTotals":
-        return cls(*t.clone().unbind())
-
-    def as_tensor(self) -> torch.Tensor:
-        return torch.stack([self.loss, self.correct, self.count])
-
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
-        self.loss += loss.double()
-        self.correct += correct.double()
-        self.count += n
 
 
 class Trainer:
@@ -273,8 +226,6 @@ class Trainer:
 
     def probe_flatness(self) -> float:
         """Average-case flatness of the robust loss on (up to 500) validation images."""
-        from .flatness import average_case_flatness
-
         data = self.splits.val if len(self.splits.val) else self.splits.test
         x, y = data.tensors(0, 500)
         attack = self.eval_attack if self.cfg.eval.steps > 0 else None
@@ -341,10 +292,12 @@ class Trainer:
         cfg = self.cfg
         with self.run.lock() if self.dist.is_main else contextlib.nullcontext():
             self._start()
-            writer = self._tensorboard()
-            self._progress = self._progress_bar()
+            main = self.dist.is_main
+            writer = tensorboard_writer(self.run_dir, self.start_epoch) if main else NullWriter()
+            self._progress = progress_bar(
+                cfg, self.steps_per_epoch, self.start_epoch, self.step) if main else None
             try:
-                with _stop_on_signals(self):
+                with stop_on_signals(self._on_signal, enabled=not self.dist.enabled):
                     for epoch in range(self.start_epoch, cfg.epochs):
                         if self._run_epoch(epoch, writer) is None:
                             self.save(epoch, self.history[-1] if self.history else {}, False,
@@ -358,7 +311,6 @@ class Trainer:
                     self._progress.close()
                 writer.close()
             if self.dist.is_main:
-                from .plots import plot_curves
                 plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best_epoch)
 
@@ -403,92 +355,16 @@ class Trainer:
                 if isinstance(value, (int, float)) and key != "epoch":
                     writer.add_scalar(key, value, epoch + 1)
         if self._progress is not None:
-            self._progress.set_postfix_str(_postfix(row), refresh=True)
+            self._progress.set_postfix_str(postfix(row), refresh=True)
         return row
+
+    def _on_signal(self, name: str) -> None:
+        """The first SIGINT/SIGTERM: finish the step (or evaluation batch), then checkpoint."""
+        self._stop = name
+        if self.cfg.progress:
+            print(f"\ntorchawp: {name}: finishing the current step, then saving a checkpoint "
+                  f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
 
     def _describe(self, text: str) -> None:
         if self._progress is not None:
             self._progress.set_description_str(text, refresh=True)
-
-    def _tensorboard(self):
-        if not self.dist.is_main:
-            return _NullWriter()
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_epoch + 1)
-
-    def _progress_bar(self):
-        """One bar over every training step of the run, so long epochs show progress too."""
-        if not (self.cfg.progress and self.dist.is_main):
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=self.cfg.epochs * self.steps_per_epoch,
-                    initial=self.start_epoch * self.steps_per_epoch + self.step, unit="step",
-                    dynamic_ncols=True, desc=f"{self.cfg.method} {self.cfg.data.name}")
-
-
-@contextlib.contextmanager
-def _stop_on_signals(trainer: "Trainer"):
-    """SIGINT and SIGTERM set a flag: the loop stops after the current training step (or
-    evaluation batch) and checkpoints; a second signal stops at once, keeping the last
-    checkpoint. Under DDP the signals keep their default action (the ranks cannot agree on a
-    step without a collective per step); such runs resume from the last epoch checkpoint."""
-    if threading.current_thread() is not threading.main_thread() or trainer.dist.enabled:
-        yield
-        return
-
-    def handler(signum, frame):
-        if trainer._stop is not None:  # the second one: no more waiting
-            raise KeyboardInterrupt
-        trainer._stop = signal.Signals(signum).name
-        if trainer.cfg.progress:
-            print(f"\ntorchawp: {trainer._stop}: finishing the current step, then saving a "
-                  f"checkpoint (press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-class _NullWriter:
-    def add_scalar(self, *args, **kwargs):
-        pass
-
-    def close(self):
-        pass
-
-
-def _postfix(row: dict) -> str:
-    parts = [f"loss {row['train_loss']:.3f}"]
-    for key, name in (("val_robust_acc", "val rob"), ("test_robust_acc", "test rob"),
-                      ("gap", "gap")):
-        if key in row:
-            parts.append(f"{name} {100 * row[key]:.1f}")
-    return " | ".join(parts)
-
-
-def describe(cfg: TrainConfig) -> str:
-    """One line naming what a run trains: method, data, model, threat model and, for AWP
-    methods, the resolved gamma and the epochs AWP is on."""
-    _, use_awp = get_method(cfg.method)
-    text = (f"{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
-            f"{cfg.attack.eps:.4g}")
-    if use_awp:
-        w = cfg.awp
-        text += f", AWP gamma {w.gamma:g} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
-    return text
-
-
-def summary_table(result: RunResult) -> str:
-    """The end-of-run table: best and last checkpoint, clean / PGD accuracy and the gap."""
-    rows = [("best", result.best), ("last", result.last)]
-    header = f"{'checkpoint':<16}{'test clean':>12}{'test PGD':>10}{'train PGD':>11}{'gap':>8}"
-    lines = [header, "-" * len(header)]
-    pct = lambda r, k: f"{100 * r[k]:.2f}" if k in r else "-"  # noqa: E731
-    for name, r in rows:
-        lines.append(f"{name + ' (epoch ' + str(r['epoch']) + ')':<16}"
-                     f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
-                     f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
-    return "\n".join(lines)

@@ -17,7 +17,7 @@ _NORMS = {"linf": "Linf", "l2": "L2"}
 
 def autoattack_available() -> bool:
     try:
-        import pyautoattack  # noqa: F401
+        import pyautoattack  # noqa: F401  (the optional autoattack extra)
     except ImportError:
         return False
     return True
@@ -49,7 +49,7 @@ class AutoAttack(Attack):
 
     def perturb(self, model, x, y, generator=None):
         try:
-            from pyautoattack import AutoAttack as ReferenceAutoAttack
+            from pyautoattack import AutoAttack as ReferenceAutoAttack  # optional extra
         except ImportError:
             raise ConfigError("AutoAttack needs the optional extra: pip install "
                               "'torchawp[autoattack]' (the pyautoattack package)") from None

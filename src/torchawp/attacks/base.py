@@ -7,6 +7,8 @@ neither computed nor touched), and restore the model's train/eval mode afterward
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,21 @@ from ..perturb import model_mode
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class Threat:
+    """A threat model as a value: ``norm`` (``"linf"`` or ``"l2"``), radius ``eps`` and the PGD
+    ``step_size``, both in [0, 1] pixel units (CIFAR L-inf: 8/255 and 2/255)."""
+
+    norm: str = "linf"
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+
+    def scaled(self, eps: float) -> "Threat":
+        """The same threat model at radius ``eps``, the step scaled in proportion."""
+        factor = eps / self.eps if self.eps else 1.0
+        return replace(self, eps=eps, step_size=self.step_size * factor)
 
 
 class ThreatModel:

@@ -14,7 +14,7 @@ TEST_FRACTION = 0.33  # 594 test images, a fixed split independent of every seed
 @register_dataset("digits")
 def load_digits(data_dir: Path):
     """Digits (values 0-16 scaled to [0, 1]); a fixed seeded third is the test set."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits as sk_load_digits  # sklearn loads slowly: on use
 
     bunch = sk_load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).div_(16).unsqueeze(1)

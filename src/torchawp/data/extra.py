@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoint import atomic_write
 from ..errors import DataError
 from .base import ArrayDataset
 
@@ -55,16 +54,11 @@ def load_extra(path: str | Path, num_classes: int, in_channels: int, image_size:
 
 def save_extra(path: str | Path, images: torch.Tensor, labels: torch.Tensor) -> None:
     """Write an extra-data ``.npz`` atomically (``images`` NCHW uint8 or float in [0, 1])."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, images=images.cpu().numpy(), labels=labels.cpu().numpy())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {"images": images.cpu().numpy(), "labels": labels.cpu().numpy()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a path
+            np.savez(f, **arrays)
+
+    atomic_write(Path(path), write)
 

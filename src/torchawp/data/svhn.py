@@ -12,7 +12,7 @@ from .base import ArrayDataset, DatasetInfo, register_dataset
 
 
 def _read_mat(path: Path) -> ArrayDataset:
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # SVHN only: on use
 
     try:
         mat = loadmat(path)

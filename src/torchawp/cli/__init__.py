@@ -1,0 +1,72 @@
+"""torchawp: adversarial training with Adversarial Weight Perturbation (AWP; Wu, Xia & Wang,
+NeurIPS 2020), and the evaluations the field reports.
+
+usage: torchawp COMMAND [options]      (torchawp COMMAND --help for a command's options)
+
+commands:
+  train          train AT, TRADES, MART or RST, each with or without AWP; with no options,
+                 AT-AWP on the offline digits dataset (about a minute on 2 CPU cores)
+  eval           robustness of a run's best and last checkpoints: clean, FGSM, PGD-20/100,
+                 CW, AutoAttack, per-example worst case, robust generalization gap, checks
+  landscape      robust weight loss landscapes along filter-normalised directions
+  flatness       average- and worst-case flatness of the robust loss (Stutz et al.)
+  pseudo-label   label unlabelled images with a standard model, for RST
+  list           methods, models, datasets, attacks and shipped recipes
+
+examples:
+  torchawp train                                      # the default job
+  torchawp train --method trades-awp --epochs 40      # another method, same recipe
+  torchawp train --config cifar10_prn18_at_awp --data.data_dir ~/data
+  torchawp train --resume runs/RUN                    # continue a stopped run
+  torchawp eval runs/RUN --autoattack
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from ..errors import TorchAWPError
+
+# command -> (module of this package, function); a command's module is imported when it runs,
+# so `torchawp --help`, `--version` and a mistyped command answer without loading torch
+COMMANDS = {"train": ("train", "cmd_train"), "eval": ("evaluate", "cmd_eval"),
+            "landscape": ("weights", "cmd_landscape"), "flatness": ("weights", "cmd_flatness"),
+            "pseudo-label": ("evaluate", "cmd_pseudo_label"), "list": ("listing", "cmd_list")}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"torchawp: warning: {message}", file=file or sys.stderr, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"torchawp {importlib.metadata.version('torchawp')}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        hint = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        print(f"torchawp: error: unknown command {command!r}"
+              + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(COMMANDS)})"),
+              file=sys.stderr)
+        return 2
+    warnings.showwarning = _one_line_warning  # a notice is one line, like an error
+    module, function = COMMANDS[command]
+    try:
+        run = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+        return run(rest)
+    except TorchAWPError as exc:
+        code = getattr(exc, "exit_code", 2)
+        print(f"torchawp: {'stopped' if code == 130 else 'error'}: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("torchawp: interrupted", file=sys.stderr)
+        return 130

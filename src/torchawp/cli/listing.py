@@ -1,0 +1,32 @@
+"""``torchawp list``: the registries."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..attacks import ATTACKS
+from ..recipes import RECIPE_DIR
+from ..data import DATASETS
+from ..methods import METHODS, method_names
+from ..models import MODELS
+from .common import parse
+
+
+def cmd_list(argv: list[str]) -> int:
+    parse(argparse.ArgumentParser(prog="torchawp list"), argv)
+    print("methods:  " + ", ".join(method_names()))
+    print("  (AWP gamma / warm-up: the method's default, used when the config leaves awp.gamma "
+          "/ awp.warmup_epochs unset;\n   the digits recipes set 0.01 / 10 for every method, "
+          "the paper recipes the authors' values)")
+    for spec in METHODS.values():
+        awp = (f"AWP gamma {spec.awp_gamma} warm-up {spec.awp_warmup}"
+               if spec.attack_loss != "none" else "no attack")
+        print(f"  {spec.name:<8} attack loss {spec.attack_loss}, BN {spec.bn_mode} while "
+              f"crafting, {awp}; {spec.paper}")
+    print("models:   " + ", ".join(sorted(MODELS)))
+    print("datasets: " + ", ".join(sorted(DATASETS)))
+    print("attacks (torchawp eval --attacks; K: steps):")
+    for name, entry in ATTACKS.items():
+        print(f"  {name:<10} {entry.meaning}")
+    print("recipes:  " + ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))))
+    return 0

@@ -1,0 +1,145 @@
+"""``torchawp landscape`` and ``torchawp flatness``: weight-space measurements of one or more
+checkpoints, on the train and/or test split."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Iterator
+
+from ..attacks import PGD, Threat
+from ..flatness import average_case_flatness, worst_case_flatness
+from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
+from ..suite import load_for_eval
+from .common import log, parse
+
+
+def _checkpoints(paths: list[str], which: str) -> list[tuple[str, str, str]]:
+    """``(label, path, which)`` for every run directory / checkpoint and requested checkpoint."""
+    out = []
+    for path in paths:
+        p = Path(path)
+        whiches = ["best", "last"] if which == "both" and p.is_dir() else (
+            [which if which != "both" else "best"])
+        name = p.name if p.is_dir() else p.stem
+        out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches]
+    return out
+
+
+def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("paths", nargs="+", help="run directories or .safetensors checkpoints")
+    parser.add_argument("--which", choices=["best", "last", "both"], default="best")
+    parser.add_argument("--split", choices=["test", "train", "both"], default="test")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="same seed = same random directions/samples for every model")
+    parser.add_argument("--out", default=".", help="folder for the PNG/CSV/JSON outputs")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default=None)
+    return parser
+
+
+def _measurements(args) -> Iterator[tuple]:
+    """``(label, split, model, x, y, attack)`` for every requested checkpoint and split: the
+    model in eval mode, the first ``args.n_examples`` images, PGD-``args.steps`` on the
+    checkpoint's training threat model (None for the clean loss)."""
+    splits_wanted = ["train", "test"] if args.split == "both" else [args.split]
+    for label, path, which in _checkpoints(args.paths, args.which):
+        model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
+        attack = _robust_attack(threat, args.steps)
+        for split in splits_wanted:
+            x, y = getattr(splits, split).tensors(0, args.n_examples)
+            yield label, split, model, x, y, attack
+
+
+def _robust_attack(threat: Threat, steps: int):
+    return PGD(threat.norm, threat.eps, threat.step_size, steps) if steps > 0 else None
+
+
+def cmd_landscape(argv: list[str]) -> int:
+    parser = _weight_space_parser("torchawp landscape", "Robust weight loss landscapes along "
+                                  "filter-normalised random directions (Li et al. 2018).")
+    parser.add_argument("--n-examples", type=int, default=500)
+    parser.add_argument("--directions", type=int, default=3)
+    parser.add_argument("--points", type=int, default=21)
+    parser.add_argument("--radius", type=float, default=1.0)
+    parser.add_argument("--two-d", action="store_true", help="also a 2-D contour per model")
+    args = parse(parser, argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {s: [] for s in (["train", "test"] if args.split == "both" else [args.split])}
+    rows = []
+    for label, split, model, x, y, attack in _measurements(args):
+        log(f"landscape of {label} on {len(y)} {split} images: {args.directions} directions x "
+            f"{args.points} points" + (" + 2-D" if args.two_d else ""))
+        ls = landscape_1d(model, x, y, attack, args.directions, args.points, args.radius,
+                          args.seed)
+        curves[split].append((label, ls))
+        rows += [(label, split, d, a, ls.loss[d][i], ls.acc[d][i])
+                 for d in range(len(ls.loss)) for i, a in enumerate(ls.alphas)]
+        if args.two_d:
+            ls2 = landscape_2d(model, x, y, attack, max(5, args.points // 2), args.radius,
+                               args.seed)
+            safe = label.replace(":", "_")
+            plot_landscape_2d(f"{label} ({split})", ls2, out / f"landscape2d_{safe}_{split}.png")
+    kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
+    for split, items in curves.items():
+        plot_landscapes_1d(items, out / f"landscape_{split}.png",
+                           f"{kind}, {split}, {args.directions} directions, seed {args.seed}")
+    with open(out / "landscape.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["checkpoint", "split", "direction", "a", "loss", "acc"])
+        writer.writerows(rows)
+    print(f"{kind} at a = -{args.radius:g}, 0, {args.radius:g} (mean over directions):")
+    for split, items in curves.items():
+        for label, ls in items:
+            mean = [sum(ls.loss[d][i] for d in range(len(ls.loss))) / len(ls.loss)
+                    for i in (0, len(ls.alphas) // 2, -1)]
+            print(f"  {label:<28} {split:<5} " + "  ".join(f"{v:.3f}" for v in mean))
+    print(f"wrote {', '.join(str(out / f'landscape_{s}.png') for s in curves)}, "
+          f"{out / 'landscape.csv'}")
+    return 0
+
+
+def cmd_flatness(argv: list[str]) -> int:
+    parser = _weight_space_parser("torchawp flatness", "Average- and worst-case flatness of the "
+                                  "robust loss in relative weight balls (Stutz et al. 2021).")
+    parser.set_defaults(steps=20)
+    parser.add_argument("--kind", choices=["average", "worst", "both"], default="both")
+    parser.add_argument("--n-examples", type=int, default=1000)
+    parser.add_argument("--xi-average", type=float, default=0.5)
+    parser.add_argument("--xi-worst", type=float, default=7.5e-4)
+    parser.add_argument("--samples", type=int, default=10, help="average-case samples")
+    parser.add_argument("--passes", type=int, default=20, help="worst-case passes")
+    parser.add_argument("--restarts", type=int, default=10, help="worst-case restarts")
+    args = parse(parser, argv)
+    results = []
+    for label, split, model, x, y, attack in _measurements(args):
+        r = {"checkpoint": label, "split": split, "steps": args.steps, "seed": args.seed}
+        log(f"flatness of {label} on {len(y)} {split} images")
+        if args.kind in ("average", "both"):
+            avg = average_case_flatness(model, x, y, attack, args.xi_average, args.samples,
+                                        args.seed)
+            r.update(loss=avg["loss"], average=avg["flatness"], xi_average=args.xi_average)
+        if args.kind in ("worst", "both"):
+            worst = worst_case_flatness(model, x, y, attack, args.xi_worst, args.passes,
+                                        args.restarts, seed=args.seed)
+            r.update(loss=worst["loss"], worst=worst["flatness"], xi_worst=args.xi_worst)
+        results.append(r)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "flatness.json").write_text(json.dumps(results, indent=2))
+    kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
+    print(f"flatness of the {kind} (increase under weight perturbation; lower is flatter)")
+    width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in results)) + 2
+    print(f"{'checkpoint':<{width}}{'split':<7}{'loss':>8}{'average':>10}{'worst':>10}")
+    for r in results:
+        fmt = lambda k: f"{r[k]:.4f}" if k in r else "-"  # noqa: E731
+        print(f"{r['checkpoint']:<{width}}{r['split']:<7}{r['loss']:>8.4f}{fmt('average'):>10}"
+              f"{fmt('worst'):>10}")
+    print(f"wrote {out / 'flatness.json'}")
+    return 0

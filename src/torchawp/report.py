@@ -1,0 +1,57 @@
+"""Reports of the checkpoint suite: the terminal table, ``eval.json`` and ``eval.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import atomic_write
+from .checks import EXPLANATIONS
+
+
+def format_table(results: Sequence[dict]) -> str:
+    """Terminal table: one row per checkpoint, one column per attack, worst case, gap."""
+    names = list(results[0]["accuracy"])
+    cols = names + ["robust", "gap"]
+    lines = [f"{'checkpoint':<16}" + "".join(f"{c:>11}" for c in cols)]
+    for r in results:
+        label = f"{r['which']} (epoch {r['epoch']})" if r.get("epoch") is not None else r["which"]
+        values = [r["accuracy"][n] for n in names] + [r["robust_acc"], r.get("gap")]
+        lines.append(f"{label:<16}" + "".join(
+            f"{'-' if v is None else f'{100 * v:.2f}':>11}" for v in values))
+    return "\n".join(lines)
+
+
+def write_report(results: Sequence[dict], out_dir) -> tuple:
+    """``eval.json`` (every number, settings, seeds, versions) and ``eval.md`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
+    text = json.dumps(list(results), indent=2)
+    atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    tm = results[0]["threat_model"]
+    md = [f"# Robustness evaluation: {results[0]['dataset']}", "",
+          f"Test set, {results[0]['n']} images; {tm['norm']} eps {tm['eps']:.4g}, PGD step "
+          f"{tm['step_size']:.4g}, {tm['restarts']} restart(s), seed {tm['seed']}. Accuracy in %; "
+          "*robust* is the per-example worst case over every attack; *gap* is train PGD-20 "
+          f"accuracy (first {results[0].get('n_train', results[0]['n'])} training images) minus "
+          "test PGD-20 accuracy (both at w, eval mode).", ""]
+    names = list(results[0]["accuracy"])
+    md.append("| checkpoint | " + " | ".join(names) + " | robust | gap |")
+    md.append("|---" * (len(names) + 3) + "|")
+    for r in results:
+        gap = f"{100 * r['gap']:.2f}" if r.get("gap") is not None else "-"
+        epoch = f" (epoch {r['epoch']})" if r.get("epoch") is not None else ""
+        md.append(f"| {r['which']}{epoch} | "
+                  + " | ".join(f"{100 * r['accuracy'][n]:.2f}" for n in names)
+                  + f" | {100 * r['robust_acc']:.2f} | {gap} |")
+    for r in results:
+        if r["checks"]:
+            md += ["", f"## Sanity checks ({r['which']})", "",
+                   "| check | status | detail | what a warning means |", "|---|---|---|---|"]
+            md += [f"| {c['name']} | {c['status']} | {c['detail']} | "
+                   f"{EXPLANATIONS.get(c['name'], '')} |" for c in r["checks"]]
+    md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results[0]["versions"].items())]
+    md_text = "\n".join(md) + "\n"
+    atomic_write(md_path, lambda tmp: tmp.write_text(md_text))
+    return json_path, md_path

@@ -1,0 +1,163 @@
+"""The checkpoint suite: a saved checkpoint evaluated the way the field reports it (clean,
+FGSM, PGD-K, CW-K, AutoAttack, the per-example worst case, train robust accuracy and the gap,
+gradient-masking checks), resumable, with results tied to the checkpoint's content."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .attacks import Threat, build_attack
+from .checkpoint import atomic_write, load, resolve_checkpoint, tensor_digest
+from .checks import sanity_checks
+from .data import load_splits
+from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
+from .runtime import resolve_device
+
+DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
+
+
+def _open_state(state_dir: Path, fingerprint: dict) -> None:
+    """Make ``state_dir`` hold results for ``fingerprint`` only (the checkpoint's and the data's
+    content hashes): results saved for anything else are discarded, with a notice."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stamp = state_dir / "fingerprint.json"
+    saved = json.loads(stamp.read_text()) if stamp.is_file() else None
+    if saved != fingerprint:
+        stale = list(state_dir.glob("*.pt"))
+        if stale:
+            warnings.warn(f"{state_dir} held {len(stale)} saved results for another checkpoint or "
+                          f"other test data; discarded them and evaluating afresh", stacklevel=3)
+        for path in stale:
+            path.unlink()
+        text = json.dumps(fingerprint)
+        atomic_write(stamp, lambda tmp: tmp.write_text(text))
+
+
+def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              attacks: Sequence[str] = DEFAULT_ATTACKS, threat: Threat = Threat(),
+              restarts: int = 1, seed: int = EVAL_SEED, batch_size: int = EVAL_BATCH_SIZE,
+              state_dir=None, fingerprint: Optional[dict] = None,
+              log: Optional[Callable[[str], None]] = None) -> dict:
+    """Clean accuracy and accuracy under each named attack, plus the per-example worst case
+    over all attacks (the headline robust accuracy). Fractions in [0, 1].
+
+    With ``state_dir`` every attack's per-example results are saved after each batch and an
+    interrupted run continues where it stopped; they are keyed by the attack's settings, and
+    the directory by ``fingerprint`` (default: hashes of the model's weights and of ``x, y``),
+    so results of another checkpoint or other data are never reused. ``log`` receives one
+    line per attack."""
+    device = next(model.parameters()).device
+    if state_dir is not None:
+        state_dir = Path(state_dir)
+        if fingerprint is None:
+            fingerprint = {"weights_sha256": tensor_digest(model.state_dict())}
+        fingerprint = dict(fingerprint, data_sha256=tensor_digest({"x": x, "y": y}))
+        _open_state(state_dir, fingerprint)
+    masks = {}
+    for name in ("clean",) + tuple(attacks):
+        attack = None if name == "clean" else build_attack(name, threat, restarts, seed)
+        state_file = None
+        if state_dir is not None:
+            key = (f"{name}_{threat.norm}_{threat.eps:.6g}_{threat.step_size:.6g}_r{restarts}"
+                   f"_s{seed}_n{len(y)}_b{batch_size}")
+            state_file = state_dir / f"{key}.pt"
+        gen = torch.Generator(device).manual_seed(seed)
+        start = time.perf_counter()
+        masks[name] = correct_mask(model, x, y, attack, batch_size, gen, state_file)
+        if log is not None:
+            log(f"{name:>10}: {100 * masks[name].float().mean().item():6.2f}% of {len(y)} "
+                f"({time.perf_counter() - start:.1f} s)")
+    robust = torch.stack([masks[n] for n in masks]).all(0)
+    fraction = lambda m: int(m.sum()) / max(len(m), 1)  # noqa: E731  (as evaluate() counts)
+    return {"n": len(y), "accuracy": {n: fraction(m) for n, m in masks.items()},
+            "robust_acc": fraction(robust), "masks": masks}
+
+
+def _versions() -> dict:
+    out = {}
+    for pkg in ("torchawp", "torch", "numpy", "pyautoattack"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def load_for_eval(path, which: str = "best", device: str = "auto",
+                  data_dir: Optional[str] = None, eps: Optional[float] = None,
+                  norm: Optional[str] = None):
+    """``(model, splits, threat)``: a checkpoint's model (eval mode, the run's memory format),
+    its dataset's splits as in training, and its training :class:`Threat` (``eps``/``norm``
+    override; the PGD step scales with eps)."""
+    model = load(path, which=which, device=resolve_device(device))
+    cfg = model.checkpoint_meta.get("config") or {}
+    if cfg.get("channels_last"):  # as trained: NHWC weights make every convolution NHWC
+        model.to(memory_format=torch.channels_last)
+    data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
+    trained = Threat(attack_cfg.get("norm", "linf"), attack_cfg.get("eps", 8 / 255),
+                     attack_cfg.get("step_size", attack_cfg.get("eps", 8 / 255) / 4))
+    threat = trained if eps is None else trained.scaled(eps)
+    if norm is not None:
+        threat = Threat(norm, threat.eps, threat.step_size)
+    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
+                         data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
+                         data_cfg.get("train_subset"))
+    return model, splits, threat
+
+
+def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFAULT_ATTACKS,
+                        n_examples: Optional[int] = None, device: str = "auto",
+                        data_dir: Optional[str] = None, batch_size: int = EVAL_BATCH_SIZE,
+                        restarts: int = 1, eps: Optional[float] = None,
+                        norm: Optional[str] = None, seed: int = EVAL_SEED, checks: bool = True,
+                        state_dir=None, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Evaluate a saved checkpoint the way the field reports it.
+
+    Test set of the checkpoint's dataset (first ``n_examples``); the threat model of its
+    training config unless ``eps``/``norm`` are given (the step size scales with eps); clean
+    accuracy, each attack, the per-example worst case, train robust accuracy (PGD-20 at w, eval
+    mode, on the training images the run measured per epoch, ``eval.train_examples``) and the
+    robust generalization gap, and the gradient-masking sanity checks. With the defaults the
+    PGD-20 numbers are those the training run logged for the same checkpoint. ``state_dir``
+    makes it resumable; saved results are tied to the checkpoint's SHA-256 and the data's.
+    """
+    model, splits, threat = load_for_eval(path, which, device, data_dir, eps, norm)
+    meta = model.checkpoint_meta
+    x, y = splits.test.tensors(0, n_examples)
+    weights_sha = meta.get("sha256") or tensor_digest(model.state_dict())
+    say = (lambda text: log(f"{which}: {text}")) if log is not None else None
+    suite = run_suite(model, x, y, attacks, threat, restarts, seed, batch_size, state_dir,
+                      {"weights_sha256": weights_sha}, log=say)
+    train_examples = ((meta.get("config") or {}).get("eval") or {}).get("train_examples")
+    xt, yt = splits.train.tensors(0, train_examples or len(y))
+    train = run_suite(model, xt, yt, ("pgd20",), threat, restarts, seed, batch_size)
+    white_box = torch.stack([m for n, m in suite["masks"].items()
+                             if n not in ("clean", "autoattack")]).all(0)
+    out = {
+        "checkpoint": str(resolve_checkpoint(path, which)), "which": which,
+        "epoch": meta.get("epoch"), "weights_sha256": weights_sha,
+        "dataset": splits.info.name, "n": suite["n"], "n_train": len(yt),
+        "threat_model": {"norm": threat.norm, "eps": threat.eps,
+                         "step_size": threat.step_size, "restarts": restarts, "seed": seed},
+        "accuracy": suite["accuracy"], "robust_acc": suite["robust_acc"],
+        "train_robust_acc": train["accuracy"]["pgd20"],
+        "test_pgd20_acc": suite["accuracy"].get("pgd20"),
+        "versions": _versions(),
+    }
+    if out["test_pgd20_acc"] is not None:
+        out["gap"] = out["train_robust_acc"] - out["test_pgd20_acc"]
+    if checks:
+        if say is not None:
+            say("sanity checks")
+        out["checks"] = sanity_checks(model, x, y, threat, white_box)
+    else:
+        out["checks"] = []
+    return out
