@@ -128,10 +128,11 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
     assert len(lines) == 1 + 2 * 2 * 2 * 5  # checkpoints x splits x directions x points
     code, out, err = run_cli(capsys, "flatness", str(out_dir), "--n-examples", "40",
                              "--samples", "2", "--passes", "1", "--restarts", "1", "--steps",
-                             "2", "--out", str(tmp_path / "fl"))
+                             "2", "--pgd-restarts", "2", "--out", str(tmp_path / "fl"))
     assert code == 0, err
     result = json.loads((tmp_path / "fl" / "flatness.json").read_text())
     assert result[0]["average"] > 0 and result[0]["worst"] >= 0
+    assert result[0]["pgd_restarts"] == 2
 
 
 def test_probe_flatness_alias(capsys):

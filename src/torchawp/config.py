@@ -21,7 +21,10 @@ from .methods import get_method, method_names
 from .models import MODELS
 
 NORMS = ("linf", "l2")
-BN_MODES = ("train", "eval")
+BN_MODES = ("train", "eval", "train-update")
+BN_UPDATES = ("training", "authors")
+CROP_PADDINGS = ("zero", "reflect")
+AWP_PARAMS = ("weights", "weights+biases")
 SCHEDULES = ("piecewise", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("auto", "none", "crop-flip", "crop")
@@ -39,6 +42,8 @@ class DataConfig:
             best checkpoint. 0 disables selection (best = last).
         split_seed: seed of the validation split (fixed across training seeds on purpose).
         augment: auto (per dataset: crop-flip for CIFAR, none otherwise), none, crop-flip, crop.
+        crop_padding: how random crops pad the 4-pixel border: zero (TRADES' code) or reflect
+            (Rice et al.'s AT code).
         train_subset: use only this many training images (None: all); for quick studies.
         extra_data: RST only: .npz file with pseudo-labelled extra images (images uint8 NHWC
             or NCHW, labels int), or ``auto``: label the training images that train_subset
@@ -54,6 +59,7 @@ class DataConfig:
     val_size: int = 1000
     split_seed: int = 0
     augment: str = "auto"
+    crop_padding: str = "zero"
     train_subset: Optional[int] = None
     extra_data: Optional[str] = None
     self_label_epochs: int = 20
@@ -70,8 +76,12 @@ class AttackConfig:
         step_size: PGD step in the same units.
         steps: PGD iterations (10 in the paper's training).
         bn_mode: BatchNorm mode while crafting: train (Rice et al., batch statistics, running
-            statistics left untouched) or eval. Unset: the method's own default (filled in
-            at load, so config.yaml and --dry-run show the value that runs).
+            statistics left untouched), eval, or train-update (train mode, every attack forward
+            updating the running statistics, as the authors' AT loop). Unset: the method's
+            own default under bn_updates (filled in at load, so config.yaml and --dry-run show
+            the value that runs).
+        clamp_start: clip the random start into [0, 1] (the authors' TRADES/MART code does
+            not clip x + 0.001 N(0, 1) before the first step).
     """
 
     norm: str = "linf"
@@ -79,6 +89,7 @@ class AttackConfig:
     step_size: float = 2 / 255
     steps: int = 10
     bn_mode: Optional[str] = None
+    clamp_start: bool = True
 
 
 @dataclass
@@ -92,12 +103,15 @@ class AWPConfig:
             warmup_epochs + 1). Unset: the method's default (AT 0, TRADES/MART/RST 10).
         steps: ascent steps (1 in the paper; more steps project back onto the ball).
         scale: layer (per-tensor ball, the paper) or global (one ball over all tensors, RWP).
+        params: weights (the paper: conv and linear weights) or weights+biases (every
+            parameter outside normalisation layers).
     """
 
     gamma: Optional[float] = None
     warmup_epochs: Optional[int] = None
     steps: int = 1
     scale: str = "layer"
+    params: str = "weights"
 
 
 @dataclass
@@ -175,6 +189,9 @@ class TrainConfig:
         progress: show a progress bar.
         skip_nonfinite: skip batches whose loss is NaN/inf instead of stopping the run (costs
             one host sync per step).
+        bn_updates: which train-mode forwards update BatchNorm running statistics: training
+            (only the training loss's forwards; attacks never change the model) or authors
+            (every forward of the authors' loop, in their order: AT 13 per step, TRADES 3).
     """
 
     method: str = "at-awp"
@@ -192,6 +209,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     skip_nonfinite: bool = False
+    bn_updates: str = "training"
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
@@ -224,6 +242,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
     _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
     _one_of("precision", cfg.precision, PRECISIONS)
+    _one_of("bn_updates", cfg.bn_updates, BN_UPDATES)
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
     _check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")
@@ -234,6 +253,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
     _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
     _one_of("data.augment", d.augment, AUGMENTS)
+    _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)
     _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
            "an integer >= 1")
     _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
@@ -253,6 +273,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            w.warmup_epochs, ">= 0")
     _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
     _one_of("awp.scale", w.scale, ("layer", "global"))
+    _one_of("awp.params", w.params, AWP_PARAMS)
     o = cfg.optim
     _check(o.lr > 0, "optim.lr", o.lr, "> 0")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
@@ -272,7 +293,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
     spec, use_awp = get_method(cfg.method)
     if a.bn_mode is None:
-        a.bn_mode = spec.bn_mode
+        authors = cfg.bn_updates == "authors" and spec.authors_bn_mode
+        a.bn_mode = spec.authors_bn_mode if authors else spec.bn_mode
     if use_awp:
         w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
         w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs

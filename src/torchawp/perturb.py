@@ -89,10 +89,11 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 @contextlib.contextmanager
 def model_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Run with the model in ``"eval"`` or ``"train"`` mode (BN statistics frozen) and restore
-    each module's own mode afterwards."""
+    """Run with the model in ``"eval"`` mode, ``"train"`` mode with BatchNorm running
+    statistics frozen, or ``"train-update"`` (plain train mode: every forward updates them, as
+    in the authors' AT loop), and restore each module's own mode afterwards."""
     modes = [(m, m.training) for m in model.modules()]
-    model.train(mode == "train")
+    model.train(mode in ("train", "train-update"))
     try:
         if mode == "train":
             with frozen_bn_stats(model):

@@ -55,6 +55,25 @@ class AutocastModel(nn.Module):
         return out.float()
 
 
+def execution_nets(model: nn.Module, precision: str, channels_last: bool, compile_: bool,
+                   device: torch.device, dist_env: "DistEnv") -> tuple[nn.Module, nn.Module]:
+    """``(net, train_net)``: the model as every forward runs it (NHWC weights, autocast,
+    ``torch.compile``), and the same wrapped in DDP for the training loss under torchrun."""
+    if channels_last:  # NHWC weights make every convolution (and what follows) NHWC
+        model.to(memory_format=torch.channels_last)
+    net = model
+    dtype = autocast_dtype(precision, device)
+    if dtype is not None:
+        net = AutocastModel(net, device.type, dtype)
+    if compile_:
+        net = torch.compile(net)
+    train_net = net
+    if dist_env.enabled:
+        train_net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None)
+    return net, train_net
+
+
 @dataclass
 class DistEnv:
     rank: int = 0

@@ -34,9 +34,9 @@ from .plots import plot_curves
 from .rundir import RunDir, check_resumable, default_run_dir
 from .runlog import (EpochTotals, NullWriter, RunResult, postfix, progress_bar,
                      tensorboard_writer)
-from .runtime import (AutocastModel, DistEnv, all_reduce_sum, autocast_dtype,
-                      init_distributed, resolve_device, rng_state, seed_everything,
-                      set_rng_state, stop_on_signals)
+from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
+                      resolve_device, rng_state, seed_everything, set_rng_state,
+                      stop_on_signals)
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -88,20 +88,9 @@ class Trainer:
             **cfg.model_args)
         self.model.to(self.device)
 
-        if cfg.channels_last:  # NHWC weights make every convolution (and what follows) NHWC
-            self.model.to(memory_format=torch.channels_last)
-        # The network every forward goes through: autocast, compile, DDP.
-        net = self.model
-        dtype = autocast_dtype(cfg.precision, self.device)
-        if dtype is not None:
-            net = AutocastModel(net, self.device.type, dtype)
-        if cfg.compile:
-            net = torch.compile(net)
-        self.net = net  # attacks, AWP's ascent and evaluation use this (no DDP hooks)
-        self.train_net = net
-        if self.dist.enabled:
-            self.train_net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # attacks, AWP's ascent and evaluation use net (no DDP hooks); the training loss train_net
+        self.net, self.train_net = execution_nets(self.model, cfg.precision, cfg.channels_last,
+                                                  cfg.compile, self.device, self.dist)
 
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.attack_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
@@ -109,6 +98,7 @@ class Trainer:
         augment = d.augment if d.augment != "auto" else info.augment
         self.train_loader = BatchLoader(
             on_device(self.splits.train), d.batch_size, shuffle=True, augment=augment,
+            padding=d.crop_padding,
             drop_last=self.dist.enabled, generator=self.data_gen, rank=self.dist.rank,
             world_size=self.dist.world_size, extra=on_device(self.splits.extra),
             extra_fraction=d.unlabeled_fraction if self.splits.extra is not None else 0.0)
@@ -122,10 +112,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
         a, w = cfg.attack, cfg.awp
-        self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode)
+        self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode,
+                                       a.clamp_start)
+        authors = cfg.bn_updates == "authors"
+        self.loss_options = ({"forwards": self.spec.authors_forwards}
+                             if authors and self.spec.authors_forwards else {})
+        self.clean_forward = authors and self.spec.authors_clean_forward
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
-        self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale,
+        self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
                        warmup_epochs=w.warmup_epochs,
                        finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
                        ) if use_awp else None
@@ -145,7 +140,8 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step; returns (loss sum, number correct) as device tensors."""
         x_adv = self.attack(self.net, x, y, self.attack_gen)                    # 1. x' at w
-        method_loss = lambda net: self.spec.loss(net, x, x_adv, y, self.cfg.beta)  # noqa: E731
+        method_loss = lambda net: self.spec.loss(  # noqa: E731
+            net, x, x_adv, y, self.cfg.beta, **self.loss_options)
         # fp16: the ascent loss is scaled like the training loss against underflow; v is
         # normalised per tensor, so the scale cancels exactly
         ascent_loss = lambda net: self.scaler.scale(method_loss(net).loss)  # noqa: E731
@@ -162,6 +158,9 @@ class Trainer:
                 self.scaler.step(self.optimizer)                               #    step at w+v
                 self.scaler.update()
         self.scheduler.step()                                                  #    back at w
+        if self.clean_forward:  # bn_updates authors, AT: the train-accuracy forward at w
+            with torch.no_grad():
+                self.net(x)
         if not finite:
             self.skipped += 1
             zero = torch.zeros((), device=self.device)

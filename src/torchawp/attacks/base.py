@@ -118,13 +118,16 @@ class Attack:
     Args:
         norm: ``"linf"`` or ``"l2"``.
         eps: radius in [0, 1] pixel units.
-        bn_mode: ``"eval"`` (default) or ``"train"`` (batch statistics, as in Rice et al.'s
-            training attack; running statistics are left untouched either way).
+        bn_mode: ``"eval"`` (default), ``"train"`` (batch statistics, as in Rice et al.'s
+            training attack, running statistics left untouched) or ``"train-update"`` (train
+            mode whose every forward updates the running statistics, as the authors' AT loop
+            does; the only mode in which an attack changes the model).
     """
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, bn_mode: str = "eval"):
-        if bn_mode not in ("train", "eval"):
-            raise ValueError(f"bn_mode must be 'train' or 'eval' (got {bn_mode!r})")
+        if bn_mode not in ("train", "eval", "train-update"):
+            raise ValueError(f"bn_mode must be 'train', 'eval' or 'train-update' (got "
+                             f"{bn_mode!r})")
         self.norm = norm
         self.eps = float(eps)
         self.ball = threat_model(norm, eps)

@@ -26,7 +26,11 @@ class PGD(Attack):
         restarts: independent runs; the per-example worst is returned (default 1).
         loss: ``"ce"`` (default), ``"margin"`` (CW-inf) or ``"kl"`` (the TRADES inner problem,
             ``KL(f(x) || f(x'))``; labels unused).
-        bn_mode: model mode while crafting, ``"eval"`` (default) or ``"train"``.
+        bn_mode: model mode while crafting, ``"eval"`` (default), ``"train"`` or
+            ``"train-update"`` (Rice et al.'s loop: also the loss forward that scores each
+            restart runs, updating BatchNorm statistics like every other forward).
+        clamp_start: clip the random start into [0, 1] (default); the authors' TRADES/MART
+            code takes the first gradient at the unclipped ``x + 0.001 N(0, 1)``.
 
     Example::
 
@@ -36,8 +40,9 @@ class PGD(Attack):
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, step_size: float = 2 / 255,
                  steps: int = 10, random_start: str = "uniform", restarts: int = 1,
-                 loss: str = "ce", bn_mode: str = "eval"):
+                 loss: str = "ce", bn_mode: str = "eval", clamp_start: bool = True):
         super().__init__(norm, eps, bn_mode)
+        self.clamp_start = clamp_start
         if random_start not in ("uniform", "normal", "none"):
             raise ValueError(f"random_start must be uniform, normal or none (got {random_start!r})")
         if steps < 0 or restarts < 1:
@@ -49,7 +54,7 @@ class PGD(Attack):
         self.loss = loss
 
     def _start(self, x, generator):
-        """The starting point: x plus the random start, clipped to [0, 1]."""
+        """The starting point: x plus the random start, clipped to [0, 1] (``clamp_start``)."""
         if self.random_start == "uniform":
             delta = self.ball.random_start(x, generator)
         elif self.random_start == "normal":
@@ -57,7 +62,7 @@ class PGD(Attack):
                                         dtype=x.dtype)
         else:
             return x.clone()
-        return (x + delta).clamp(0, 1)
+        return (x + delta).clamp(0, 1) if self.clamp_start else x + delta
 
     def _run(self, model, x, y, clean_probs, generator):
         x_adv = self._start(x, generator)
@@ -75,7 +80,11 @@ class PGD(Attack):
             with torch.no_grad():
                 clean_probs = F.softmax(model(x), dim=1).float()
         if self.restarts == 1:
-            return self._run(model, x, y, clean_probs, generator)
+            x_adv = self._run(model, x, y, clean_probs, generator)
+            if self.bn_mode == "train-update":  # Rice et al. score even a single restart
+                with torch.no_grad():
+                    model(x_adv)
+            return x_adv
         best, best_score = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
         for _ in range(self.restarts):
             x_adv = self._run(model, x, y, clean_probs, generator)

@@ -35,6 +35,8 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
     parser.add_argument("--split", choices=["test", "train", "both"], default="test")
     parser.add_argument("--steps", type=int, default=10,
                         help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
+    parser.add_argument("--pgd-restarts", type=int, default=1,
+                        help="random restarts of that PGD (the worst restart per example counts)")
     parser.add_argument("--seed", type=int, default=0,
                         help="same seed = same random directions/samples for every model")
     parser.add_argument("--out", default=".", help="folder for the PNG/CSV/JSON outputs")
@@ -50,14 +52,16 @@ def _measurements(args) -> Iterator[tuple]:
     splits_wanted = ["train", "test"] if args.split == "both" else [args.split]
     for label, path, which in _checkpoints(args.paths, args.which):
         model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
-        attack = _robust_attack(threat, args.steps)
+        attack = _robust_attack(threat, args.steps, args.pgd_restarts)
         for split in splits_wanted:
             x, y = getattr(splits, split).tensors(0, args.n_examples)
             yield label, split, model, x, y, attack
 
 
-def _robust_attack(threat: Threat, steps: int):
-    return PGD(threat.norm, threat.eps, threat.step_size, steps) if steps > 0 else None
+def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
+    if steps <= 0:
+        return None
+    return PGD(threat.norm, threat.eps, threat.step_size, steps, restarts=restarts)
 
 
 def cmd_landscape(argv: list[str]) -> int:
@@ -119,7 +123,8 @@ def cmd_flatness(argv: list[str]) -> int:
     args = parse(parser, argv)
     results = []
     for label, split, model, x, y, attack in _measurements(args):
-        r = {"checkpoint": label, "split": split, "steps": args.steps, "seed": args.seed}
+        r = {"checkpoint": label, "split": split, "steps": args.steps,
+             "pgd_restarts": args.pgd_restarts, "seed": args.seed}
         log(f"flatness of {label} on {len(y)} {split} images")
         if args.kind in ("average", "both"):
             avg = average_case_flatness(model, x, y, attack, args.xi_average, args.samples,

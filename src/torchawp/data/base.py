@@ -127,9 +127,11 @@ def load_splits(name: str, data_dir: Optional[str] = None, val_size: int = 0,
     return Splits(train.subset(rest), train.subset(val), test, info, unused=train.subset(unused))
 
 
-def _crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+def _crop(x: torch.Tensor, pad: int, generator: torch.Generator,
+          padding: str = "zero") -> torch.Tensor:
     n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    mode = "reflect" if padding == "reflect" else "constant"
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
@@ -139,12 +141,14 @@ def _crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor
     return padded[batch, chan, rows, cols]
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Standard augmentation on a batch in [0, 1]: ``crop`` (random crop, 4 px zero padding),
-    ``crop-flip`` (and a horizontal flip with probability 1/2), or ``none``."""
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator,
+            padding: str = "zero") -> torch.Tensor:
+    """Standard augmentation on a batch in [0, 1]: ``crop`` (random crop of the image padded by
+    4 px, with zeros or by reflection), ``crop-flip`` (and a horizontal flip with probability
+    1/2), or ``none``."""
     if kind == "none":
         return x
-    x = _crop(x, 4, generator)
+    x = _crop(x, 4, generator, padding)
     if kind == "crop-flip":
         flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
@@ -164,6 +168,7 @@ class BatchLoader:
     batch_size: int
     shuffle: bool = False
     augment: str = "none"
+    padding: str = "zero"  # of the random crop: zero or reflect
     drop_last: bool = False
     generator: torch.Generator = field(default_factory=torch.Generator)
     rank: int = 0
@@ -206,4 +211,4 @@ class BatchLoader:
                 e_index = extra_order[at].to(self.extra.images.device)
                 x = torch.cat([x, to_float(self.extra.images[e_index]).to(device)])
                 y = torch.cat([y, self.extra.labels[e_index].to(device)])
-            yield augment(x, self.augment, self.generator), y
+            yield augment(x, self.augment, self.generator, self.padding), y

@@ -41,6 +41,10 @@ class MethodSpec:
         awp_gamma, awp_warmup: the authors' AWP defaults for this method.
         needs_extra_data: RST: batches mix in pseudo-labelled extra data.
         paper: the reference.
+        authors_bn_mode, authors_forwards, authors_clean_forward: what ``bn_updates:
+            authors`` changes to run the train-mode forwards of the authors' loop, in their
+            order: the BatchNorm mode while crafting, the order of the loss's forwards (a
+            tuple of "x" / "x_adv"), and a clean forward after the step.
     """
 
     name: str
@@ -52,16 +56,19 @@ class MethodSpec:
     awp_warmup: int = 10
     needs_extra_data: bool = False
     paper: str = ""
+    authors_bn_mode: Optional[str] = None
+    authors_forwards: Optional[tuple] = None
+    authors_clean_forward: bool = False
 
     def attack(self, norm: str, eps: float, step_size: float, steps: int,
-               bn_mode: Optional[str] = None) -> Callable:
+               bn_mode: Optional[str] = None, clamp_start: bool = True) -> Callable:
         """The method's training attack on the given threat model, called as
         ``attack(model, x, y, generator)``."""
         if self.attack_loss == "none":
             return lambda model, x, y, generator=None: x
         return PGD(norm=norm, eps=eps, step_size=step_size, steps=steps,
                    random_start=self.random_start, loss=self.attack_loss,
-                   bn_mode=bn_mode or self.bn_mode)
+                   bn_mode=bn_mode or self.bn_mode, clamp_start=clamp_start)
 
 
 METHODS: dict[str, MethodSpec] = {}

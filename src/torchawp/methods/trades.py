@@ -5,12 +5,20 @@ import torch.nn.functional as F
 from .base import LossOutput, MethodSpec, register_method
 
 
-def trades_loss(model, x, x_adv, y, beta):
+def trades_loss(model, x, x_adv, y, beta, forwards=("x", "x_adv")):
     """``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, KL averaged over the batch, gradients
-    through both softmaxes; two train-mode forwards, as in the authors' code."""
-    logits = model(x)
-    logits_adv = model(x_adv)
-    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1),
+    through both softmaxes.
+
+    ``forwards`` is the order of the train-mode forwards: two by default (x, then x_adv). The
+    authors' loops run three, which changes only BatchNorm running statistics (the outputs of
+    the two x forwards are equal): Zhang et al.'s trades.py x, x_adv, x; Wu et al.'s
+    TRADES-AWP script (trades_AWP/train_trades_cifar.py, ``train``) x_adv, x, x, its KL target
+    from the first x forward and its CE from the last."""
+    outputs = {"x": [], "x_adv": []}
+    for name in forwards:
+        outputs[name].append(model(x if name == "x" else x_adv))
+    logits, logits_adv = outputs["x"][-1], outputs["x_adv"][0]
+    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(outputs["x"][0], dim=1),
                   reduction="batchmean")
     return LossOutput(F.cross_entropy(logits, y) + beta * kl, logits_adv)
 
@@ -18,4 +26,5 @@ def trades_loss(model, x, x_adv, y, beta):
 TRADES = register_method(MethodSpec(
     name="trades", loss=trades_loss, attack_loss="kl", random_start="normal", bn_mode="eval",
     awp_gamma=0.005, awp_warmup=10, paper="Zhang et al. 2019 (arXiv 1901.08573)",
+    authors_forwards=("x_adv", "x", "x"),  # the TRADES-AWP script's order, with or without AWP
 ))
