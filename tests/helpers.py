@@ -17,6 +17,7 @@ def tiny_config(out_dir, **overrides):
     cfg.eval.steps = 3
     cfg.eval.train_examples = 100
     cfg.eval.max_examples = 150
+    cfg.eval.curve_every = 1
     cfg.awp.warmup_epochs = 0
     cfg.optim.milestones = [1]
     cfg.data.train_subset = 400

@@ -288,6 +288,18 @@ def test_training_table_and_eval_give_the_same_numbers_for_the_same_checkpoint(t
     assert r["gap"] == pytest.approx(run.last["gap"], abs=1e-12)
 
 
+def test_best_checkpoint_is_measured_on_train_and_test_even_between_curve_epochs(tmp_path):
+    cfg = tiny_config(tmp_path / "run", epochs=3)
+    cfg.eval.curve_every = 3  # train/test only at epoch 3; val every epoch
+    run = torchawp.train(cfg)
+    assert "test_robust_acc" not in run.history[1] and "val_robust_acc" in run.history[1]
+    best = run.best
+    assert {"test_clean_acc", "test_robust_acc", "train_robust_acc", "gap"} <= set(best)
+    assert best.get("evaluated_after_training", False) == (run.best_epoch != 3)
+    r = evaluate_checkpoint(run.run_dir, "best", ["pgd3"], 150, "cpu", checks=False)
+    assert r["accuracy"]["pgd3"] == best["test_robust_acc"]  # the protocol of torchawp eval
+
+
 def test_a_stop_during_evaluation_saves_and_resumes_bit_identically(tmp_path):
     reference = torchawp.train(tiny_config(tmp_path / "ref", epochs=2))
     trainer = Trainer(tiny_config(tmp_path / "run", epochs=2))

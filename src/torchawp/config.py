@@ -148,6 +148,9 @@ class EvalConfig:
         train_examples: training images (a fixed subset) whose robust accuracy is measured per
             epoch, at w and in eval mode, for the robust generalization gap (0: none).
         every: evaluate every this many epochs (the last epoch is always evaluated).
+        curve_every: of those, measure train and test (the curves and the gap) every this many
+            epochs; val, which selects the best checkpoint, at every evaluation. The best and
+            the last checkpoint are always measured on train and test (the final table).
         flatness_every: every this many epochs also log the average-case flatness of the
             robust loss (Stutz et al.; xi 0.5, flatness_samples samples, on up to 500
             validation images); 0 turns the probe off.
@@ -159,6 +162,7 @@ class EvalConfig:
     max_examples: Optional[int] = None
     train_examples: int = 1000
     every: int = 1
+    curve_every: int = 1
     flatness_every: int = 0
     flatness_samples: int = 3
 
@@ -289,6 +293,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            "None or >= 1")
     _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
     _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
+    _check(e.curve_every >= 1, "eval.curve_every", e.curve_every, "an integer >= 1")
     _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
     _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
     spec, use_awp = get_method(cfg.method)

@@ -12,7 +12,7 @@ from torch import nn
 
 from .attacks import Attack
 from .checkpoint import atomic_write
-from .data import ArrayDataset, to_float
+from .data import ArrayDataset, Splits, to_float
 from .perturb import model_mode
 from .runtime import all_reduce_sum
 
@@ -72,6 +72,38 @@ def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
     out["robust_acc"] = values[-2] / total
     out["n"] = int(values[-1])
     return out
+
+
+def evaluate_splits(model: nn.Module, splits: Splits, attack: Optional[Attack],
+                    which: Sequence[str] = ("train", "val", "test"), *, train_examples: int,
+                    max_examples: Optional[int] = None, device=None, rank: int = 0,
+                    world_size: int = 1,
+                    should_stop: Optional[Callable[[], bool]] = None) -> Optional[dict]:
+    """A training run's per-epoch metrics: clean and (with ``attack``) robust accuracy and loss
+    of the first ``train_examples`` training images (at the current weights, eval mode), and of
+    ``val`` and ``test`` (their first ``max_examples``), keyed ``{split}_clean_acc``,
+    ``{split}_robust_loss`` ..., plus the ``gap`` when train and test are both measured. Each
+    split's attack starts from seed :data:`EVAL_SEED` in batches of :data:`EVAL_BATCH_SIZE`:
+    the protocol of ``torchawp eval``. None if ``should_stop`` interrupted it."""
+    row = {}
+    attacks = [("pgd", attack)] if attack is not None else []
+    limits = {"train": train_examples, "val": max_examples, "test": max_examples}
+    for split in which:
+        data = getattr(splits, split)
+        if len(data) == 0 or limits[split] == 0:
+            continue
+        gen = torch.Generator(device).manual_seed(EVAL_SEED)
+        m = evaluate(model, data, attacks, batch_size=EVAL_BATCH_SIZE,
+                     max_examples=limits[split], generator=gen, device=device, rank=rank,
+                     world_size=world_size, should_stop=should_stop)
+        if m is None:
+            return None
+        row[f"{split}_clean_acc"], row[f"{split}_clean_loss"] = m["clean_acc"], m["clean_loss"]
+        if attacks:
+            row[f"{split}_robust_acc"], row[f"{split}_robust_loss"] = m["pgd_acc"], m["pgd_loss"]
+    if "train_robust_acc" in row and "test_robust_acc" in row:
+        row["gap"] = row["train_robust_acc"] - row["test_robust_acc"]
+    return row
 
 
 @torch.no_grad()

@@ -22,11 +22,11 @@ from torch import nn
 
 from .attacks import PGD
 from .awp import AWP
-from .checkpoint import load_state_dict_into
+from .checkpoint import load_state_dict_into, read_weights
 from .config import TrainConfig, from_dict, to_dict, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
-from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, evaluate
+from .evaluate import evaluate_splits
 from .flatness import average_case_flatness
 from .methods import get_method
 from .models import create_model
@@ -196,32 +196,15 @@ class Trainer:
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 
-    def evaluate_epoch(self) -> Optional[dict[str, float]]:
-        """Clean and PGD accuracy of train (a fixed subset, at w, eval mode), val and test,
-        with the protocol of ``torchawp eval`` (same seed, batches and examples), so both give
-        the same numbers for the same checkpoint. None if a stop signal interrupted it."""
-        row = {}
-        attacks = [("pgd", self.eval_attack)] if self.cfg.eval.steps > 0 else []
-        limits = {"train": self.cfg.eval.train_examples, "val": self.cfg.eval.max_examples,
-                  "test": self.cfg.eval.max_examples}
-        stop = (lambda: self._stop is not None) if not self.dist.enabled else None
-        for split in ("train", "val", "test"):
-            data = getattr(self.splits, split)
-            if len(data) == 0 or limits[split] == 0:
-                continue
-            gen = torch.Generator(self.device).manual_seed(EVAL_SEED)
-            m = evaluate(self.net, data, attacks, batch_size=EVAL_BATCH_SIZE,
-                         max_examples=limits[split], generator=gen,
-                         device=self.device, rank=self.dist.rank,
-                         world_size=self.dist.world_size, should_stop=stop)
-            if m is None:
-                return None
-            row[f"{split}_clean_acc"], row[f"{split}_clean_loss"] = m["clean_acc"], m["clean_loss"]
-            if attacks:
-                row[f"{split}_robust_acc"], row[f"{split}_robust_loss"] = m["pgd_acc"], m["pgd_loss"]
-        if "train_robust_acc" in row and "test_robust_acc" in row:
-            row["gap"] = row["train_robust_acc"] - row["test_robust_acc"]
-        return row
+    def evaluate_epoch(self, splits=("train", "val", "test")) -> Optional[dict[str, float]]:
+        """The epoch's metrics on ``splits`` (:func:`~torchawp.evaluate.evaluate_splits`: the
+        protocol of ``torchawp eval``); None if a stop signal interrupted it."""
+        e = self.cfg.eval
+        return evaluate_splits(
+            self.net, self.splits, self.eval_attack if e.steps > 0 else None, splits,
+            train_examples=e.train_examples, max_examples=e.max_examples, device=self.device,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+            should_stop=(lambda: self._stop is not None) if not self.dist.enabled else None)
 
     def probe_flatness(self) -> float:
         """Average-case flatness of the robust loss on (up to 500) validation images."""
@@ -309,6 +292,7 @@ class Trainer:
                 if self._progress is not None:
                     self._progress.close()
                 writer.close()
+            self._evaluate_best()
             if self.dist.is_main:
                 plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best_epoch)
@@ -323,9 +307,11 @@ class Trainer:
         if train_row is None:
             return None
         row = {"epoch": epoch + 1, **train_row, "train_seconds": time.perf_counter() - start}
-        if (epoch + 1) % cfg.eval.every == 0 or epoch == cfg.epochs - 1:
+        last = epoch == cfg.epochs - 1
+        if (epoch + 1) % cfg.eval.every == 0 or last:
             self._describe(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
-            evaluation = self.evaluate_epoch()
+            curves = (epoch + 1) % cfg.eval.curve_every == 0 or last
+            evaluation = self.evaluate_epoch(("train", "val", "test") if curves else ("val",))
             if evaluation is None:  # stopped: the checkpoint keeps the epoch's trained steps
                 return None
             row.update(evaluation)
@@ -356,6 +342,25 @@ class Trainer:
         if self._progress is not None:
             self._progress.set_postfix_str(postfix(row), refresh=True)
         return row
+
+    def _evaluate_best(self) -> None:
+        """The final table reports the best checkpoint on train and test with the full
+        protocol: when its epoch had no curve evaluation (``eval.curve_every``), evaluate the
+        saved best weights now and complete its row (``evaluated_after_training``)."""
+        row = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
+        if row is None or "test_clean_acc" in row:
+            return
+        if self.dist.enabled:  # rank 0 wrote best.safetensors
+            torch.distributed.barrier()
+        current = {k: v.clone() for k, v in self.model.state_dict().items()}
+        best, _ = read_weights(self.run_dir / "best.safetensors")
+        load_state_dict_into(self.model, best, str(self.run_dir / "best.safetensors"))
+        try:
+            row.update(self.evaluate_epoch(("train", "test")), evaluated_after_training=True)
+        finally:
+            self.model.load_state_dict(current)
+        if self.dist.is_main:
+            self.run.write_metrics(self.history)
 
     def _on_signal(self, name: str) -> None:
         """The first SIGINT/SIGTERM: finish the step (or evaluation batch), then checkpoint."""
