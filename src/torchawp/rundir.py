@@ -167,14 +167,14 @@ class RunDir:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # format 1 is refused below
                     tensors, meta = read_weights(self.path / f"{prefix}.safetensors")
-                if meta.get("format", 1) < 2:
-                    raise CheckpointError(f"{self.path} was written by torchawp 0.1; resume it "
-                                          f"with that version or start a new run")
-                weights.setdefault((meta.get("epoch"), meta.get("step", 0)), (tensors, prefix))
             except CheckpointError as exc:
-                if "torchawp 0.1" in str(exc):
-                    raise
                 problems.append(str(exc))
+                continue
+            if meta.get("format", 1) < 2:
+                raise CheckpointError(f"{self.path} was written by torchawp 0.1 (epochs counted "
+                                      f"from 0, no checksums); resume it with that version or "
+                                      f"start a new run")
+            weights.setdefault((meta.get("epoch"), meta.get("step", 0)), (tensors, prefix))
         common = sorted(set(states) & set(weights), reverse=True)
         if not common:
             raise CheckpointError(f"no usable checkpoint in {self.path}: "
@@ -204,9 +204,10 @@ def check_resumable(saved: dict, ours: dict, epochs_done: int) -> Optional[str]:
         if key in RUNTIME_FIELDS or key == "epochs":
             continue
         if saved.get(key) != ours.get(key):
-            raise ConfigError(
-                f"--resume continues the run as it was configured, and {_first_difference(key, saved.get(key), ours.get(key))}; "
-                f"drop that option to resume, or start a new run in another --out-dir")
+            difference = _first_difference(key, saved.get(key), ours.get(key))
+            raise ConfigError(f"--resume continues the run as it was configured, and "
+                              f"{difference}; drop that option to resume, or start a new run "
+                              f"in another --out-dir")
     before, after = saved.get("epochs"), ours.get("epochs")
     if after == before:
         return None
