@@ -28,7 +28,7 @@ from torchawp.recipes import load_recipe
 from torchawp.suite import load_for_eval
 from torchawp.flatness import average_case_flatness, worst_case_flatness
 from torchawp.landscape import landscape_1d, plot_landscapes_1d
-from torchawp.train import train
+from torchawp.engine import train
 
 HERE = Path(__file__).parent
 
@@ -41,6 +41,7 @@ def config(method: str, seed: int, out: Path):
     cfg.data.train_subset = 300
     cfg.optim.milestones = [50, 75]
     cfg.eval.every, cfg.eval.steps, cfg.eval.train_examples = 2, 10, 300
+    cfg.eval.curve_every = 1  # curves at every evaluation, as recorded
     return cfg
 
 

@@ -65,3 +65,28 @@ def test_larger_radius_is_less_flat(digits_model, digits_test):
     small = average_case_flatness(digits_model, x[:100], y[:100], None, xi=0.05, samples=3)
     large = average_case_flatness(digits_model, x[:100], y[:100], None, xi=0.5, samples=3)
     assert large["flatness"] > small["flatness"]
+
+
+def test_flatness_of_every_kept_epoch(tmp_path, capsys):
+    import json
+
+    import torchawp
+    from torchawp.cli import main
+
+    from .helpers import tiny_config
+
+    run = torchawp.train(tiny_config(tmp_path / "run", epochs=3, keep_checkpoints=2))
+    kept = sorted(p.name for p in (run.run_dir / "epochs").iterdir())
+    assert kept == ["epoch_0002.safetensors", "epoch_0003.safetensors"]  # every 2nd and last
+    last, _ = torchawp.checkpoint.read_weights(run.run_dir / "last.safetensors")
+    kept3, meta = torchawp.checkpoint.read_weights(run.run_dir / "epochs" / kept[1])
+    assert meta["epoch"] == 3 and all(torch.equal(last[k], kept3[k]) for k in last)
+    code = main(["flatness", str(run.run_dir), "--epochs", "all", "--kind", "average",
+                 "--n-examples", "30", "--samples", "1", "--steps", "1",
+                 "--out", str(tmp_path / "fl")])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "fl" / "flatness.json").read_text())
+    assert [(r["checkpoint"], r["epoch"]) for r in rows] == [("run:e2", 2), ("run:e3", 3)]
+    assert rows[0]["average"] != rows[1]["average"]  # two different checkpoints measured
+    code = main(["flatness", str(run.run_dir), "--epochs", "1", "--out", str(tmp_path / "x")])
+    assert code == 2 and "kept the weights of epochs [2, 3]" in capsys.readouterr().err

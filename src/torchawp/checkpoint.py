@@ -187,10 +187,13 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A run directory (-> its ``best`` or ``last`` weights) or a ``.safetensors`` file."""
+    """A run directory (-> its ``best`` or ``last`` weights, or ``epochN``: the weights kept
+    after epoch N with ``keep_checkpoints``) or a ``.safetensors`` file."""
     path = Path(path)
     if path.is_dir():
-        candidate = path / f"{which}.safetensors"
+        name = (f"epochs/epoch_{int(which[5:]):04d}" if which.startswith("epoch")
+                and which[5:].isdigit() else which)
+        candidate = path / f"{name}.safetensors"
         if not candidate.is_file():
             raise CheckpointError(f"{path} has no {which}.safetensors: not a torchawp run "
                                   f"directory, or the run has not finished an epoch")

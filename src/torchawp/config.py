@@ -193,6 +193,8 @@ class TrainConfig:
         progress: show a progress bar.
         skip_nonfinite: skip batches whose loss is NaN/inf instead of stopping the run (costs
             one host sync per step).
+        keep_checkpoints: also keep the weights after every this many epochs (and the last) in
+            epochs/epoch_NNNN.safetensors, for flatness across checkpoints (0: none).
         bn_updates: which train-mode forwards update BatchNorm running statistics: training
             (only the training loss's forwards; attacks never change the model) or authors
             (every forward of the authors' loop, in their order: AT 13 per step, TRADES 3).
@@ -214,6 +216,7 @@ class TrainConfig:
     progress: bool = True
     skip_nonfinite: bool = False
     bn_updates: str = "training"
+    keep_checkpoints: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
@@ -247,6 +250,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("bn_updates", cfg.bn_updates, BN_UPDATES)
+    _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", cfg.keep_checkpoints,
+           "an integer >= 0 (0 keeps none)")
     _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
     _check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")

@@ -32,7 +32,7 @@ from .errors import CheckpointError, ConfigError, RunDirInUse
 CHECKPOINT_FILES = ("state.pt", "safetensors")
 
 # Fields that say where and how a run executes, not what it computes: a resume may change them.
-RUNTIME_FIELDS = ("out_dir", "resume", "progress", "device", "threads")
+RUNTIME_FIELDS = ("out_dir", "resume", "progress", "device", "threads", "keep_checkpoints")
 
 _held: dict[str, int] = {}  # resolved path -> depth: the locks this process holds
 
@@ -148,6 +148,16 @@ class RunDir:
             raise CheckpointError(f"could not write a checkpoint to {self.path} ({exc}); the "
                                   f"previous one is intact as prev.*; free space and resume "
                                   f"with --resume {self.path}") from None
+
+    def keep_epoch(self, model: nn.Module, meta: dict[str, Any]) -> None:
+        """Keep this epoch's weights as ``epochs/epoch_NNNN.safetensors`` (checksummed)."""
+        save_weights(self.path / "epochs" / f"epoch_{meta['epoch']:04d}.safetensors", model,
+                     meta)
+
+    def kept_epochs(self) -> list[int]:
+        """The epochs whose weights :meth:`keep_epoch` kept, in order."""
+        files = self.path.glob("epochs/epoch_*.safetensors")
+        return sorted(int(p.stem.split("_")[1]) for p in files)
 
     def newest_checkpoint(self):
         """``(state, weights, prefix)``: the newest matching (training state, weights) pair

@@ -232,6 +232,9 @@ class Trainer:
         meta = {"epoch": epochs_done, "step": step, "config": to_dict(self.cfg), "metrics": row,
                 "dataset": dataclasses.asdict(self.splits.info)}
         self.run.save(self.model, state, meta, is_best)
+        keep = self.cfg.keep_checkpoints
+        if keep and not step and (epochs_done % keep == 0 or epochs_done == self.cfg.epochs):
+            self.run.keep_epoch(self.model, meta)
 
     def _start(self) -> None:
         """Start a new run, or continue the saved one (``cfg.resume``) from its newest good

@@ -7,23 +7,38 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..attacks import PGD, Threat
+from ..errors import ConfigError
 from ..flatness import average_case_flatness, worst_case_flatness
 from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
+from ..rundir import RunDir
 from ..suite import load_for_eval
 from .common import log, parse
 
 
-def _checkpoints(paths: list[str], which: str) -> list[tuple[str, str, str]]:
-    """``(label, path, which)`` for every run directory / checkpoint and requested checkpoint."""
+def _checkpoints(paths: list[str], which: str,
+                 epochs: Optional[str] = None) -> list[tuple[str, str, str]]:
+    """``(label, path, which)`` for every run directory / checkpoint and requested checkpoint;
+    with ``epochs`` (``all`` or a list such as ``5,10``) the weights a run kept after those
+    epochs (``keep_checkpoints``)."""
     out = []
     for path in paths:
         p = Path(path)
+        name = p.name if p.is_dir() else p.stem
+        if epochs is not None:
+            kept = RunDir(p).kept_epochs() if p.is_dir() else []
+            wanted = kept if epochs == "all" else [int(e) for e in epochs.split(",")]
+            missing = sorted(set(wanted) - set(kept))
+            if not kept or missing:
+                raise ConfigError(f"--epochs {epochs}: {path} kept the weights of epochs "
+                                  f"{kept or 'none'}; train with --keep_checkpoints N to keep "
+                                  f"every N-th epoch")
+            out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
+            continue
         whiches = ["best", "last"] if which == "both" and p.is_dir() else (
             [which if which != "both" else "best"])
-        name = p.name if p.is_dir() else p.stem
         out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches]
     return out
 
@@ -32,6 +47,9 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("paths", nargs="+", help="run directories or .safetensors checkpoints")
     parser.add_argument("--which", choices=["best", "last", "both"], default="best")
+    parser.add_argument("--epochs", default=None,
+                        help="instead of --which: the weights a run kept after these epochs "
+                             "(all, or a list such as 5,10,15; train with --keep_checkpoints N)")
     parser.add_argument("--split", choices=["test", "train", "both"], default="test")
     parser.add_argument("--steps", type=int, default=10,
                         help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
@@ -50,7 +68,7 @@ def _measurements(args) -> Iterator[tuple]:
     model in eval mode, the first ``args.n_examples`` images, PGD-``args.steps`` on the
     checkpoint's training threat model (None for the clean loss)."""
     splits_wanted = ["train", "test"] if args.split == "both" else [args.split]
-    for label, path, which in _checkpoints(args.paths, args.which):
+    for label, path, which in _checkpoints(args.paths, args.which, args.epochs):
         model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
         attack = _robust_attack(threat, args.steps, args.pgd_restarts)
         for split in splits_wanted:
@@ -123,7 +141,8 @@ def cmd_flatness(argv: list[str]) -> int:
     args = parse(parser, argv)
     results = []
     for label, split, model, x, y, attack in _measurements(args):
-        r = {"checkpoint": label, "split": split, "steps": args.steps,
+        r = {"checkpoint": label, "epoch": model.checkpoint_meta.get("epoch"), "split": split,
+             "steps": args.steps,
              "pgd_restarts": args.pgd_restarts, "seed": args.seed}
         log(f"flatness of {label} on {len(y)} {split} images")
         if args.kind in ("average", "both"):
