@@ -58,8 +58,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               + (f"; did you mean {hint[0]!r}?" if hint else f" ({', '.join(COMMANDS)})"),
               file=sys.stderr)
         return 2
-    warnings.showwarning = _one_line_warning  # a notice is one line, like an error
     module, function = COMMANDS[command]
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning  # notices: one line
     try:
         run = getattr(importlib.import_module(f"{__name__}.{module}"), function)
         return run(rest)
@@ -70,3 +70,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("torchawp: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
