@@ -11,6 +11,7 @@ commands:
   landscape      robust weight loss landscapes along filter-normalised directions
   flatness       average- and worst-case flatness of the robust loss (Stutz et al.)
   pseudo-label   label unlabelled images with a standard model, for RST
+  export         a trained model as a state dict with a JSON card, or a torch.export program
   list           methods, models, datasets, attacks and shipped recipes
 
 examples:
@@ -36,7 +37,8 @@ from ..errors import TorchAWPError
 # so `torchawp --help`, `--version` and a mistyped command answer without loading torch
 COMMANDS = {"train": ("train", "cmd_train"), "eval": ("evaluate", "cmd_eval"),
             "landscape": ("weights", "cmd_landscape"), "flatness": ("weights", "cmd_flatness"),
-            "pseudo-label": ("evaluate", "cmd_pseudo_label"), "list": ("listing", "cmd_list")}
+            "pseudo-label": ("evaluate", "cmd_pseudo_label"), "export": ("export", "cmd_export"),
+            "list": ("listing", "cmd_list")}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
