@@ -35,7 +35,8 @@ class DataConfig:
     """Which data, where from, and how it is split and batched.
 
     Attributes:
-        name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline).
+        name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline), or npz
+            (your own .npz file, whose path is data_dir).
         data_dir: folder holding the dataset files (None: the dataset's default location).
         batch_size: training batch size (the global batch under DDP).
         val_size: held-out validation images taken from the training set (seeded); picks the
