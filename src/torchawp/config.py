@@ -19,6 +19,7 @@ from .data import DATASETS
 from .errors import ConfigError
 from .methods import get_method, method_names
 from .models import MODELS
+from .models.registry import import_factory
 
 NORMS = ("linf", "l2")
 BN_MODES = ("train", "eval", "train-update")
@@ -178,7 +179,8 @@ class TrainConfig:
 
     Attributes:
         method: at, trades, mart, rst, standard, each also as X-awp (see ``torchawp list``).
-        model: model name from the registry (see ``torchawp list``).
+        model: model name from the registry (see ``torchawp list``), or module.path:factory, your
+            callable returning an nn.Module that takes [0, 1] images (called with model_args).
         model_args: extra keyword arguments of the model (e.g. {depth: 28, widen_factor: 10}).
         epochs: training epochs.
         beta: TRADES / MART / RST trade-off between the clean and robust terms.
@@ -245,7 +247,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     saved and printed is what runs. Raises :class:`ConfigError` naming the first bad field, and
     refuses an AWP method whose AWP would never switch on."""
     _one_of("method", cfg.method, method_names())
-    _one_of("model", cfg.model, sorted(MODELS))
+    if ":" in cfg.model:  # your own model, module.path:factory
+        import_factory(cfg.model)
+    else:
+        _one_of("model", cfg.model, sorted(MODELS))
     _one_of("data.name", cfg.data.name, sorted(DATASETS))
     _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
     _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")

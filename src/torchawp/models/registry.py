@@ -8,6 +8,7 @@ wrapper carries ``spec``, the arguments that rebuild it (stored in checkpoints).
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -56,17 +57,49 @@ class NormalizedModel(nn.Module):
         return self.net(self.normalize(x))
 
 
+def import_factory(name: str) -> Callable[..., nn.Module]:
+    """The callable ``module.path:factory`` names (your own model)."""
+    module_name, _, attr = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"model {name}: cannot import {module_name} ({exc}); put its folder "
+                          f"on PYTHONPATH or install it") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"model {name}: {module_name} has no callable {attr!r}; name a "
+                          f"function or class that returns an nn.Module")
+    return factory
+
+
+def _foreign_model(name: str, spec: dict, kwargs: dict) -> nn.Module:
+    try:
+        model = import_factory(name)(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name} does not take these model_args: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name} returned a {type(model).__name__}, not an nn.Module")
+    model.spec = spec  # rebuilds it from a checkpoint (torchawp.load, eval, export)
+    return model
+
+
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  **kwargs) -> NormalizedModel:
-    """Build a registered model with its normalisation layer.
+    """Build a registered model with its normalisation layer, or your own.
 
     Args:
-        name: see ``torchawp list`` (small_cnn, preact_resnet18, wide_resnet, ...).
+        name: see ``torchawp list`` (small_cnn, preact_resnet18, wide_resnet, ...), or
+            ``module.path:factory``: your callable, called with ``kwargs`` only, returning an
+            ``nn.Module`` that takes [0, 1] images (normalise inside it; nothing is added).
         num_classes, in_channels, image_size: the data's shape (square images).
         mean, std: per-channel input statistics (default 0 and 1: no normalisation).
         **kwargs: model-specific options (e.g. ``depth=28, widen_factor=10``).
     """
+    spec = dict(name=name, num_classes=num_classes, in_channels=in_channels,
+                image_size=image_size, mean=mean, std=std, kwargs=dict(kwargs))
+    if ":" in name:
+        return _foreign_model(name, spec, kwargs)
     if name not in MODELS:
         hint = difflib.get_close_matches(name, sorted(MODELS), n=1)
         did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -78,9 +111,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_s
                            image_size=image_size, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad model_args for {name}: {exc}") from None
-    spec = dict(name=name, num_classes=num_classes, in_channels=in_channels,
-                image_size=image_size, mean=mean, std=std, kwargs=dict(kwargs))
-    return NormalizedModel(net, mean, std, spec)
+    return NormalizedModel(net, mean, std, dict(spec, mean=mean, std=std))
 
 
 def model_from_spec(spec: dict) -> NormalizedModel:
