@@ -15,10 +15,14 @@ import torch
 from torch import nn
 
 from .attacks import Threat, build_attack
-from .checkpoint import atomic_write, load, resolve_checkpoint, tensor_digest
+from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
+                         resolve_checkpoint, tensor_digest)
+from .errors import CheckpointError
 from .checks import sanity_checks
 from .data import load_splits
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
+from .models import NormalizedModel
+from .models.registry import import_factory
 from .runtime import resolve_device
 
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
@@ -113,6 +117,36 @@ def load_for_eval(path, which: str = "best", device: str = "auto",
     return model, splits, threat
 
 
+def load_foreign(factory: str, weights, dataset: str, threat: Threat, model_args=None,
+                 normalize=None, data_dir: Optional[str] = None, device: str = "auto"):
+    """``(model, splits, threat)`` for a model torchawp never trained: ``factory``
+    (``module.path:factory``, called with ``model_args``) with the state dict in ``weights``
+    (``.safetensors``, or ``.pt`` loaded with ``weights_only=True``), in eval mode; with
+    ``normalize`` = ``(mean, std)`` it is wrapped so that it takes [0, 1] images."""
+    model = import_factory(factory)(**(model_args or {}))
+    weights = Path(weights)
+    if weights.suffix == ".safetensors":
+        state, _ = read_weights(weights)
+    elif not weights.is_file():
+        raise CheckpointError(f"weights {weights} not found")
+    else:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{weights} is not a state dict that loads with "
+                                  f"weights_only=True ({type(exc).__name__}); save "
+                                  f"model.state_dict() with torch.save") from None
+    if isinstance(state, dict) and "state_dict" in state:  # a common checkpoint layout
+        state = state["state_dict"]
+    load_state_dict_into(model, state, str(weights))
+    sha256 = tensor_digest(model.state_dict())  # of the weights as given, before any wrapper
+    if normalize is not None:
+        model = NormalizedModel(model, *normalize)
+    model.checkpoint_meta = {"sha256": sha256}
+    splits = load_splits(dataset, data_dir)
+    return model.to(resolve_device(device)).eval(), splits, threat
+
+
 def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFAULT_ATTACKS,
                         n_examples: Optional[int] = None, device: str = "auto",
                         data_dir: Optional[str] = None, batch_size: int = EVAL_BATCH_SIZE,
@@ -130,7 +164,20 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     makes it resumable; saved results are tied to the checkpoint's SHA-256 and the data's.
     """
     model, splits, threat = load_for_eval(path, which, device, data_dir, eps, norm)
-    meta = model.checkpoint_meta
+    return evaluate_model(model, splits, threat, str(resolve_checkpoint(path, which)), which,
+                          attacks, n_examples, batch_size, restarts, seed, checks, state_dir,
+                          log)
+
+
+def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which: str = "model",
+                   attacks: Sequence[str] = DEFAULT_ATTACKS, n_examples: Optional[int] = None,
+                   batch_size: int = EVAL_BATCH_SIZE, restarts: int = 1, seed: int = EVAL_SEED,
+                   checks: bool = True, state_dir=None,
+                   log: Optional[Callable[[str], None]] = None) -> dict:
+    """:func:`evaluate_checkpoint` for a model in hand (``model.checkpoint_meta`` optional:
+    its epoch, SHA-256 and training config), e.g. one torchawp never trained
+    (:func:`load_foreign`)."""
+    meta = getattr(model, "checkpoint_meta", {})
     x, y = splits.test.tensors(0, n_examples)
     weights_sha = meta.get("sha256") or tensor_digest(model.state_dict())
     say = (lambda text: log(f"{which}: {text}")) if log is not None else None
@@ -142,7 +189,7 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     white_box = torch.stack([m for n, m in suite["masks"].items()
                              if n not in ("clean", "autoattack")]).all(0)
     out = {
-        "checkpoint": str(resolve_checkpoint(path, which)), "which": which,
+        "checkpoint": source, "which": which,
         "epoch": meta.get("epoch"), "weights_sha256": weights_sha,
         "dataset": splits.info.name, "n": suite["n"], "n_train": len(yt),
         "threat_model": {"norm": threat.norm, "eps": threat.eps,

@@ -37,3 +37,47 @@ def test_a_bad_foreign_model_is_one_line(tmp_path, capsys, model, message):
                  "--model_args", "{}"])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_eval_of_weights_torchawp_never_trained(tmp_path, capsys):
+    from tests.foreign_model import make
+
+    torch.manual_seed(0)
+    weights = tmp_path / "theirs.pt"
+    torch.save(make(width=4).state_dict(), weights)
+    base = ["eval", "--model", "tests.foreign_model:make", "--model-args", "{width: 4}",
+            "--weights", str(weights), "--data", "digits", "--eps", "0.1", "--attacks", "fgsm",
+            "pgd3", "--n-examples", "40", "--no-checks"]
+    assert main(base) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "eval.json").read_text())[0]
+    assert report["n"] == 40 and report["checkpoint"] == str(weights)
+    assert report["threat_model"]["step_size"] == pytest.approx(0.025)  # eps / 4
+    assert report["robust_acc"] <= report["accuracy"]["clean"]
+    assert "theirs.pt: digits test set, 40 images" in out
+    assert main(base + ["--normalize", "0.3", "0.38", "--out", str(tmp_path / "n")]) == 0
+    normalized = json.loads((tmp_path / "n" / "eval.json").read_text())[0]
+    assert normalized["weights_sha256"] == report["weights_sha256"]
+    assert normalized["accuracy"] != report["accuracy"]  # the wrapper changed the input
+
+
+@pytest.mark.parametrize("drop,message", [
+    ("--weights", "missing: --weights"), ("--eps", "missing: --eps"),
+])
+def test_foreign_eval_without_what_it_needs_is_one_line(tmp_path, capsys, drop, message):
+    args = {"--model": "tests.foreign_model:make", "--weights": str(tmp_path / "w.pt"),
+            "--data": "digits", "--eps": "0.1"}
+    args.pop(drop)
+    code = main(["eval", *[v for kv in args.items() for v in kv]])
+    _, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_foreign_weights_of_another_shape_are_one_line(tmp_path, capsys):
+    from tests.foreign_model import make
+
+    torch.save(make(width=8).state_dict(), tmp_path / "w.pt")
+    code = main(["eval", "--model", "tests.foreign_model:make", "--model-args", "{width: 4}",
+                 "--weights", str(tmp_path / "w.pt"), "--data", "digits", "--eps", "0.1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "does not fit this model" in err

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..attacks import attack_names, autoattack_available
+import yaml
+
+from ..attacks import Threat, attack_names, autoattack_available
 from ..checkpoint import resolve_checkpoint, same_weights
 from ..errors import ConfigError
 from ..evaluate import EVAL_SEED
 from ..pseudo_label import pseudo_label_file
 from ..report import format_table, write_report
 from ..rundir import exclusive_lock
-from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint
+from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
 from .common import log, parse
 
 
@@ -20,7 +22,8 @@ def cmd_eval(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="torchawp eval", description="Robustness of a checkpoint: clean, FGSM, PGD-20/100, "
         "CW-inf, AutoAttack, per-example worst case, gap and gradient-masking checks.")
-    parser.add_argument("path", help="run directory (best and last) or .safetensors checkpoint")
+    parser.add_argument("path", nargs="?", default=None,
+                        help="run directory (best and last) or .safetensors checkpoint")
     parser.add_argument("--which", choices=["best", "last", "both"], default="both",
                         help="for a run directory: which checkpoint(s) (default both)")
     parser.add_argument("--attacks", nargs="+", default=None,
@@ -41,6 +44,20 @@ def cmd_eval(argv: list[str]) -> int:
                              "beside the checkpoint)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
+    foreign = parser.add_argument_group(
+        "a model torchawp never trained (instead of PATH)")
+    foreign.add_argument("--model", default=None,
+                         help="module.path:factory returning the nn.Module (on PYTHONPATH)")
+    foreign.add_argument("--model-args", default="{}",
+                         help="keyword arguments of the factory, as a YAML mapping")
+    foreign.add_argument("--weights", default=None,
+                         help="its state dict: .safetensors, or .pt (loaded weights_only)")
+    foreign.add_argument("--data", default=None, help="dataset to evaluate on (torchawp list)")
+    foreign.add_argument("--step-size", type=float, default=None,
+                         help="PGD step (default eps / 4)")
+    foreign.add_argument("--normalize", nargs=2, metavar=("MEAN", "STD"), default=None,
+                         help="the model expects normalised input: wrap it with these "
+                              "per-channel values (comma lists) so attacks work in [0, 1]")
     args = parse(parser, argv)
     attacks = list(args.attacks or DEFAULT_ATTACKS)
     if args.autoattack and "autoattack" not in attacks:
@@ -48,6 +65,11 @@ def cmd_eval(argv: list[str]) -> int:
     if "autoattack" in attacks and not autoattack_available():
         raise ConfigError("AutoAttack needs the optional extra: pip install "
                           "'torchawp[autoattack]' (the pyautoattack package)")
+    if args.model is not None:
+        return _eval_foreign(args, attacks)
+    if args.path is None:
+        raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
+                          "--weights, --data and --eps for a model torchawp did not train")
     path = Path(args.path)
     whiches = ["best", "last"] if args.which == "both" else [args.which]
     if not path.is_dir():
@@ -64,20 +86,59 @@ def cmd_eval(argv: list[str]) -> int:
             for which in evaluated]
         if same:  # one evaluation serves both rows
             results.append(dict(results[0], which="last", checkpoint=str(files[1])))
-        json_path, md_path = write_report(results, out_dir)
+        paths = write_report(results, out_dir)
+    _print(args.path, results, attacks, paths, len(evaluated))
+    if same:
+        print("best and last are the same weights: evaluated once")
+    return 0
+
+
+def _eval_foreign(args, attacks) -> int:
+    """``torchawp eval --model module:factory --weights FILE --data NAME --eps E``."""
+    missing = [o for o, v in (("--weights", args.weights), ("--data", args.data),
+                              ("--eps", args.eps)) if v is None]
+    if missing or args.path is not None:
+        raise ConfigError("a model torchawp did not train is evaluated with --model, --weights, "
+                          "--data and --eps (and no PATH); missing: "
+                          + (", ".join(missing) or "nothing, but PATH was given too"))
+    model_args = yaml.safe_load(args.model_args) or {}
+    if not isinstance(model_args, dict):
+        raise ConfigError(f"--model-args must be a mapping such as '{{width: 16}}' (got "
+                          f"{args.model_args!r})")
+    normalize = None
+    if args.normalize is not None:
+        try:
+            normalize = tuple([float(v) for v in s.split(",")] for s in args.normalize)
+        except ValueError:
+            raise ConfigError(f"--normalize takes two comma lists of numbers, MEAN and STD "
+                              f"(got {' '.join(args.normalize)})") from None
+    threat = Threat(args.norm or "linf", args.eps,
+                    args.step_size if args.step_size is not None else args.eps / 4)
+    model, splits, threat = load_foreign(args.model, args.weights, args.data, threat,
+                                         model_args, normalize, args.data_dir, args.device)
+    out_dir = Path(args.out) if args.out else Path(args.weights).parent
+    with exclusive_lock(out_dir / "eval_state", "evaluation state"):
+        results = [evaluate_model(model, splits, threat, str(args.weights), "model", attacks,
+                                  args.n_examples, restarts=args.restarts, seed=args.seed,
+                                  checks=not args.no_checks,
+                                  state_dir=out_dir / "eval_state" / "model", log=log)]
+        paths = write_report(results, out_dir)
+    _print(args.weights, results, attacks, paths, 1)
+    return 0
+
+
+def _print(source, results, attacks, paths, evaluated: int) -> None:
     first = results[0]
     tm = first["threat_model"]
-    print(f"{args.path}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
+    print(f"{source}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
           f"{tm['eps']:.4g}" + ("" if "autoattack" in attacks else
                                 "; AutoAttack not run (add --autoattack)"))
     print(format_table(results))
-    if same:
-        print("best and last are the same weights: evaluated once")
-    for r in results[:len(evaluated)]:
+    for r in results[:evaluated]:
         for c in r["checks"]:
             print(f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}")
+    json_path, md_path = paths
     print(f"report: {md_path}, {json_path}")
-    return 0
 
 
 
