@@ -36,8 +36,10 @@ class DataConfig:
     """Which data, where from, and how it is split and batched.
 
     Attributes:
-        name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline), or npz
-            (your own .npz file, whose path is data_dir).
+        name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline), npz
+            (your own .npz file, whose path is data_dir) or folder (your own images in
+            data_dir/train/CLASS/ and data_dir/test/CLASS/).
+        image_size: folder only: resize every image to this square size (None: keep them).
         data_dir: folder holding the dataset files (None: the dataset's default location).
         batch_size: training batch size (the global batch under DDP).
         val_size: held-out validation images taken from the training set (seeded); picks the
@@ -57,6 +59,7 @@ class DataConfig:
 
     name: str = "cifar10"
     data_dir: Optional[str] = None
+    image_size: Optional[int] = None
     batch_size: int = 128
     val_size: int = 1000
     split_seed: int = 0
@@ -266,6 +269,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     d = cfg.data
     _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
+    _check(d.image_size is None or d.image_size >= 1, "data.image_size", d.image_size,
+           "None or an integer >= 1")
     _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
     _one_of("data.augment", d.augment, AUGMENTS)
     _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)

@@ -63,7 +63,8 @@ def prepare_splits(cfg: TrainConfig, splits: Optional[Splits] = None) -> Splits:
     """The run's data: ``splits`` or the config's dataset, plus RST's self-labelled extra data
     when ``data.extra_data`` is ``auto`` (the labeller's run lives in ``OUT_DIR/labeller``)."""
     d = cfg.data
-    splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset)
+    splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset,
+                                   d.image_size)
     spec, _ = get_method(cfg.method)
     if spec.needs_extra_data and splits.extra is None and d.extra_data == "auto":
         splits.extra = self_label(cfg, splits, Path(cfg.out_dir) / "labeller")

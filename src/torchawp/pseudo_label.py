@@ -49,7 +49,8 @@ def pseudo_label_file(checkpoint: str | Path, out: str | Path, images: Optional[
     else:
         d = (meta.get("config") or {}).get("data", {})
         splits = load_splits(d.get("name", "digits"), d.get("data_dir"), d.get("val_size", 0),
-                             d.get("split_seed", 0), d.get("train_subset"))
+                             d.get("split_seed", 0), d.get("train_subset"),
+                             d.get("image_size"))
         data = splits.unused
         if data is None or len(data) == 0:
             raise DataError("the checkpoint's run used every training image; pass --images "

@@ -113,7 +113,7 @@ def load_for_eval(path, which: str = "best", device: str = "auto",
         threat = Threat(norm, threat.eps, threat.step_size)
     splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
                          data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
-                         data_cfg.get("train_subset"))
+                         data_cfg.get("train_subset"), data_cfg.get("image_size"))
     return model, splits, threat
 
 

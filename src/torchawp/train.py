@@ -75,7 +75,7 @@ class Trainer:
 
         d = cfg.data
         self.splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed,
-                                            d.train_subset)
+                                            d.train_subset, d.image_size)
         info = self.splits.info
         if self.spec.needs_extra_data and self.splits.extra is None:
             if d.extra_data == "auto":

@@ -1,6 +1,6 @@
 """Datasets by name, read from local standard layouts (nothing is downloaded)."""
 
-from . import cifar, digits, idx, npz, svhn  # noqa: F401  (registration)
+from . import cifar, digits, folder, idx, npz, svhn  # noqa: F401  (registration)
 from .base import (DATASETS, ArrayDataset, BatchLoader, DatasetInfo, Splits, augment,
                    load_splits, register_dataset, to_float)
 from .extra import load_extra, save_extra

@@ -105,10 +105,12 @@ def default_data_dir(name: str) -> Path:
 
 
 def load_splits(name: str, data_dir: Optional[str] = None, val_size: int = 0,
-                split_seed: int = 0, train_subset: Optional[int] = None) -> Splits:
+                split_seed: int = 0, train_subset: Optional[int] = None,
+                image_size: Optional[int] = None) -> Splits:
     """Load a registered dataset and hold out a seeded validation split of its training set.
 
     The test set is never touched by the split and is never used for model selection.
+    ``image_size`` resizes the images of an image folder (the only format that resizes).
     """
     if name not in DATASETS:
         hint = difflib.get_close_matches(name, sorted(DATASETS), n=1)
@@ -116,7 +118,11 @@ def load_splits(name: str, data_dir: Optional[str] = None, val_size: int = 0,
         raise ConfigError(f"unknown dataset {name!r}{did_you_mean} "
                           f"(datasets: {', '.join(sorted(DATASETS))})")
     loader, _ = DATASETS[name]
-    train, test, info = loader(Path(data_dir) if data_dir else default_data_dir(name))
+    options = {"image_size": image_size} if image_size is not None else {}
+    if options and name != "folder":
+        raise ConfigError(f"data.image_size resizes image folders (data.name folder) only; "
+                          f"{name} has its own size: drop data.image_size")
+    train, test, info = loader(Path(data_dir) if data_dir else default_data_dir(name), **options)
     if val_size >= len(train):
         raise ConfigError(f"data.val_size must be smaller than the {len(train)} training images "
                           f"of {name} (got {val_size})")
