@@ -39,8 +39,8 @@ def test_checks_flag_a_model_with_masked_gradients(digits_model, digits_test):
     masked = nn.Sequential(Rounding(), digits_model).eval()
     suite = run_suite(masked, x, y, ("pgd20",), Threat("linf", 0.1, 0.025))
     assert suite["accuracy"]["pgd20"] > 0.8  # the attack is fooled: robustness looks high
-    checks = statuses(sanity_checks(masked, x, y, Threat("linf", 0.1, 0.025), suite["masks"]["pgd20"],
-                                    max_examples=200))
+    checks = statuses(sanity_checks(masked, x, y, Threat("linf", 0.1, 0.025),
+                                    suite["masks"]["pgd20"], max_examples=200))
     assert checks["gradients"] == "warn" and checks["unbounded"] == "warn"
 
 

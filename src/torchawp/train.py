@@ -14,7 +14,6 @@ import math
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
