@@ -158,7 +158,10 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(wrapped, tmp))
 
 
-def _torch_load(source, path: Path) -> Any:
+def safe_torch_load(source, path: Path, what: str = "training state",
+                    fix: str = "resume from another run") -> Any:
+    """``torch.load(source, weights_only=True)`` on the CPU: a pickle that would run code, or a
+    corrupt file, is one :class:`CheckpointError` naming ``path`` (``what`` it is, the ``fix``)."""
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -166,8 +169,8 @@ def _torch_load(source, path: Path) -> Any:
                               f"plain containers, and unpickling them could run code "
                               f"({str(exc).splitlines()[0][:120]})") from None
     except Exception as exc:
-        raise CheckpointError(f"training state {path} is corrupt or truncated "
-                              f"({type(exc).__name__}); resume from another run") from None
+        raise CheckpointError(f"{what} {path} is corrupt, truncated or not a torch.save file "
+                              f"({type(exc).__name__}); {fix}") from None
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -176,14 +179,14 @@ def load_state(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state {path} not found")
-    state = _torch_load(path, path)
+    state = safe_torch_load(path, path)
     if not (isinstance(state, dict) and "payload" in state and "sha256" in state):
         return state  # format 1: no checksum
     payload = state["payload"].numpy().tobytes()
     if hashlib.sha256(payload).hexdigest() != state["sha256"]:
         raise CheckpointError(f"training state {path} fails its SHA-256 check (disk or copy "
                               f"corruption); resume from the previous checkpoint or another run")
-    return _torch_load(io.BytesIO(payload), path)
+    return safe_torch_load(io.BytesIO(payload), path)
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

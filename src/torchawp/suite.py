@@ -16,7 +16,7 @@ from torch import nn
 
 from .attacks import Threat, build_attack
 from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
-                         resolve_checkpoint, tensor_digest)
+                         resolve_checkpoint, safe_torch_load, tensor_digest)
 from .errors import CheckpointError
 from .checks import sanity_checks
 from .data import load_splits
@@ -130,12 +130,8 @@ def load_foreign(factory: str, weights, dataset: str, threat: Threat, model_args
     elif not weights.is_file():
         raise CheckpointError(f"weights {weights} not found")
     else:
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{weights} is not a state dict that loads with "
-                                  f"weights_only=True ({type(exc).__name__}); save "
-                                  f"model.state_dict() with torch.save") from None
+        state = safe_torch_load(weights, weights, "weights",
+                                "save model.state_dict() with torch.save")
     if isinstance(state, dict) and "state_dict" in state:  # a common checkpoint layout
         state = state["state_dict"]
     load_state_dict_into(model, state, str(weights))
