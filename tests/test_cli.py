@@ -23,7 +23,7 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     assert code == 0, err
     assert "best (epoch" in out and "last (epoch 2)" in out and "gap" in out
     code, out, err = run_cli(capsys, "eval", str(out_dir), "--attacks", "fgsm", "pgd20",
-                             "--n-examples", "60", "--no-checks")
+                             "--n-examples", "60", "--no-checks", "--per-attack")
     assert code == 0, err
     lines = out.splitlines()
     assert "60 images" in lines[0]
@@ -32,6 +32,15 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
     assert best[0] == "best" and last[0] == "last"
     clean, fgsm, pgd, robust, gap = map(float, last[-5:])
     assert robust <= min(fgsm, pgd) <= clean
+    # the default cascade: PGD-20 on every image, FGSM on what it left; the same worst case
+    code, out, err = run_cli(capsys, "eval", str(out_dir), "--attacks", "fgsm", "pgd20",
+                             "--n-examples", "60", "--no-checks")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["checkpoint", "clean", "pgd20", "robust", "gap"]
+    assert list(map(float, lines[3].split()[-4:])) == [clean, pgd, robust, gap]
+    assert "last: robust = worst case over fgsm, pgd20; cascade on the images still robust: " \
+           "fgsm on" in out
     report = json.loads((out_dir / "eval.json").read_text())
     assert [r["which"] for r in report] == ["best", "last"]
     assert report[1]["gap"] == pytest.approx(report[1]["train_robust_acc"]

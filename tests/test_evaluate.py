@@ -54,10 +54,38 @@ def test_deterministic_check_flags_a_randomised_model(digits_model, digits_test)
 def test_worst_case_is_never_above_any_single_attack(digits_model, digits_test):
     x, y = digits_test
     suite = run_suite(digits_model, x, y, ("fgsm", "pgd10", "cw10"),
-                      Threat("linf", 0.1, 0.025))
+                      Threat("linf", 0.1, 0.025), per_attack=True)
     acc = suite["accuracy"]
     assert suite["robust_acc"] <= min(acc.values())
     assert acc["pgd10"] <= acc["fgsm"] + 0.02 and acc["clean"] > acc["pgd10"]
+
+
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_cascade_gives_the_full_suites_worst_case_example_by_example(digits_model, digits_splits,
+                                                                     tmp_path, restarts):
+    x, y = digits_splits.test.tensors(0, None)
+    threat = Threat("linf", 0.04, 0.01)
+    attacks = ("cw20", "pgd50", "fgsm", "pgd20")
+    full = run_suite(digits_model, x, y, attacks, threat, restarts, batch_size=128,
+                     per_attack=True)
+    cascade = run_suite(digits_model, x, y, attacks, threat, restarts, batch_size=128,
+                        state_dir=tmp_path)
+    assert 0.1 < full["robust_acc"] < 0.9  # a worst case with something on both sides
+    assert torch.equal(cascade["robust"], full["robust"])
+    assert torch.equal(cascade["white_box_robust"], full["white_box_robust"])
+    # PGD-20 (the gap's number) still on every image; the rest only on what survived, cheapest
+    # first, and each broke what the full suite says only it (or a later attack) breaks
+    assert cascade["accuracy"] == {"clean": full["accuracy"]["clean"],
+                                   "pgd20": full["accuracy"]["pgd20"]}
+    assert [c["attack"] for c in cascade["cascade"]] == ["fgsm", "cw20", "pgd50"]
+    survivors = full["masks"]["clean"] & full["masks"]["pgd20"]
+    assert cascade["cascade"][0]["attacked"] == int(survivors.sum()) < len(y)
+    attacked = sum(c["attacked"] for c in cascade["cascade"])
+    assert attacked < 0.9 * 3 * len(y)
+    # resumed from its state: the same result, no attack re-run
+    again = run_suite(digits_model, x, y, attacks, threat, restarts, batch_size=128,
+                      state_dir=tmp_path)
+    assert torch.equal(again["robust"], cascade["robust"])
 
 
 def test_interrupted_evaluation_resumes_from_its_state_file(digits_model, digits_test, tmp_path):

@@ -296,7 +296,8 @@ def test_best_checkpoint_is_measured_on_train_and_test_even_between_curve_epochs
     best = run.best
     assert {"test_clean_acc", "test_robust_acc", "train_robust_acc", "gap"} <= set(best)
     assert best.get("evaluated_after_training", False) == (run.best_epoch != 3)
-    r = evaluate_checkpoint(run.run_dir, "best", ["pgd3"], 150, "cpu", checks=False)
+    r = evaluate_checkpoint(run.run_dir, "best", ["pgd3"], 150, "cpu", checks=False,
+                            per_attack=True)
     assert r["accuracy"]["pgd3"] == best["test_robust_acc"]  # the protocol of torchawp eval
 
 

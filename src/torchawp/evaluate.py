@@ -109,11 +109,14 @@ def evaluate_splits(model: nn.Module, splits: Splits, attack: Optional[Attack],
 @torch.no_grad()
 def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
                  batch_size: int = 256, generator: Optional[torch.Generator] = None,
-                 state_file=None) -> torch.Tensor:
+                 state_file=None, only: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-example correctness (bool, on CPU) under ``attack`` (None: clean), eval mode.
 
-    With ``state_file`` the mask is saved after every batch and a rerun continues where an
-    interrupted one stopped (AutoAttack on a large model takes hours).
+    With ``only`` (bool per example) just those examples are attacked and classified, the
+    others count as incorrect; batches and random draws stay those of the full set, so an
+    attacked example gets the result it gets without ``only``. With ``state_file`` the mask
+    is saved after every batch and a rerun continues where an interrupted one stopped
+    (AutoAttack on a large model takes hours).
     """
     mask = torch.zeros(len(y), dtype=torch.bool)
     done = 0
@@ -126,10 +129,26 @@ def correct_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
         for start in range(done, len(y), batch_size):
             xb = x[start:start + batch_size].to(device)
             yb = y[start:start + batch_size].to(device)
+            sel = None if only is None else only[start:start + batch_size]
             if attack is not None:
-                xb = attack(model, xb, yb, generator)
-            mask[start:start + len(yb)] = (model(xb).argmax(1) == yb).cpu()
+                xb = (attack(model, xb, yb, generator) if sel is None else
+                      attack(model, xb, yb, generator, only=sel))
+            if sel is None:
+                mask[start:start + len(yb)] = (model(xb).argmax(1) == yb).cpu()
+            elif bool(sel.any()):
+                keep = sel.to(device)
+                mask[start:start + len(yb)][sel] = (model(xb[keep]).argmax(1) == yb[keep]).cpu()
             if state_file is not None:
                 state = {"mask": mask, "done": start + len(yb)}
                 atomic_write(state_file, lambda tmp: torch.save(state, tmp))
     return mask
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Eval-mode predicted classes (on the CPU) of ``x``, in batches."""
+    device = next(model.parameters()).device
+    with model_mode(model, "eval"):
+        return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+                          for i in range(0, len(x), batch_size)] or
+                         [torch.zeros(0, dtype=torch.long)])

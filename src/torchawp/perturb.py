@@ -6,6 +6,8 @@ Pieces, each small:
   contains ``weight``; flatness: everything but normalisation layers).
 * :class:`RelativeL2Ball` is the geometry of a per-tensor ball ``||v_l|| <= radius * ||w_l||``
   (or one global ball): ``step`` (normalised-gradient ascent), ``project``, ``sample``.
+  :class:`ElementwiseLinfBall` is the box ``|w - w0| <= eps`` (or ``eps * |w0|``) element by
+  element, the weight-space backdoor's budget.
 * :func:`frozen_bn_stats` runs train-mode forwards without touching BatchNorm running statistics.
 * :func:`add_` / :func:`snapshot` / :func:`restore_exact` apply and undo a perturbation. Training
   subtracts (the authors' semantics); measurements copy the saved tensors back, because in
@@ -208,3 +210,38 @@ class RelativeL2Ball:
             return torch._foreach_mul(on_sphere, u)
         return [v * torch.rand((), generator=generator).item() ** (1.0 / v.numel())
                 for v in on_sphere]
+
+
+class ElementwiseLinfBall:
+    """The box ``|w_i - w0_i| <= eps`` for every element (``relative=False``), or
+    ``|w_i - w0_i| <= eps * |w0_i|`` (``relative=True``), around the weights ``w0`` at
+    construction.
+
+    The bounds ``w0 - r`` and ``w0 + r`` are computed once and :meth:`project_` clamps into
+    them, so projecting is idempotent, ``w0`` itself is inside (zero steps leave the weights
+    bit-identical), and the relative box is centred on ``w0`` for negative weights too (the
+    authors' ``w0 * (1 -+ eps)`` bounds swap sides there).
+    """
+
+    def __init__(self, weights: Sequence[torch.Tensor], eps: float, relative: bool = False):
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0 (got {eps})")
+        self.eps, self.relative = float(eps), bool(relative)
+        with torch.no_grad():
+            self.center = snapshot(weights)
+            radii = [w.abs() * self.eps if self.relative else torch.full_like(w, self.eps)
+                     for w in self.center]
+            self.lower = torch._foreach_sub(self.center, radii)
+            self.upper = torch._foreach_add(self.center, radii)
+
+    def project_(self, params: Sequence[torch.Tensor]) -> None:
+        """Clamp ``params`` into the box in place."""
+        with torch.no_grad():
+            torch._foreach_maximum_(list(params), self.lower)
+            torch._foreach_minimum_(list(params), self.upper)
+
+    def contains(self, params: Sequence[torch.Tensor]) -> bool:
+        """Whether every element lies inside the box."""
+        with torch.no_grad():
+            return all(bool(((p >= lo) & (p <= hi)).all())
+                       for p, lo, hi in zip(params, self.lower, self.upper))

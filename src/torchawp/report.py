@@ -23,6 +23,14 @@ def format_table(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def cascade_line(r: dict) -> str:
+    """What the cascade did: which attacks ran on how many images and broke how many."""
+    steps = ", ".join(f"{c['attack']} on {c['attacked']} broke {c['broken']} "
+                      f"({c['seconds']:.1f} s)" for c in r["cascade"])
+    return (f"robust = worst case over {', '.join(r['attacks'])}; cascade on the images still "
+            f"robust: {steps} (--per-attack: each attack's own accuracy)")
+
+
 def write_report(results: Sequence[dict], out_dir) -> tuple:
     """``eval.json`` (every number, settings, seeds, versions) and ``eval.md`` in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -45,6 +53,15 @@ def write_report(results: Sequence[dict], out_dir) -> tuple:
         md.append(f"| {r['which']}{epoch} | "
                   + " | ".join(f"{100 * r['accuracy'][n]:.2f}" for n in names)
                   + f" | {100 * r['robust_acc']:.2f} | {gap} |")
+    for r in results:
+        if r.get("cascade"):
+            md += ["", f"{r['which']}: {cascade_line(r)}."]
+    for r in results:
+        if "backdoor" in r:
+            b = r["backdoor"]
+            md += ["", f"Backdoor trigger {b['trigger']} -> class {b['target']} ({r['which']}): "
+                       f"success {100 * b['success_rate']:.2f}% of the {b['n_non_target']} test "
+                       f"images whose class is not {b['target']}."]
     for r in results:
         if r["checks"]:
             md += ["", f"## Sanity checks ({r['which']})", "",

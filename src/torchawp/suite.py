@@ -18,6 +18,7 @@ from .attacks import Threat, build_attack
 from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
                          resolve_checkpoint, safe_torch_load, tensor_digest)
 from .errors import CheckpointError
+from .backdoor import backdoor_metrics
 from .checks import sanity_checks
 from .data import load_splits
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
@@ -45,19 +46,34 @@ def _open_state(state_dir: Path, fingerprint: dict) -> None:
         atomic_write(stamp, lambda tmp: tmp.write_text(text))
 
 
+def _cost(name: str, restarts: int) -> float:
+    """Order of the cascade: cheapest first (steps x restarts; AutoAttack last)."""
+    if name == "autoattack":
+        return float("inf")
+    steps = "".join(c for c in name if c.isdigit())
+    return (int(steps) if steps else 1) * restarts
+
+
 def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
               attacks: Sequence[str] = DEFAULT_ATTACKS, threat: Threat = Threat(),
               restarts: int = 1, seed: int = EVAL_SEED, batch_size: int = EVAL_BATCH_SIZE,
               state_dir=None, fingerprint: Optional[dict] = None,
-              log: Optional[Callable[[str], None]] = None) -> dict:
-    """Clean accuracy and accuracy under each named attack, plus the per-example worst case
-    over all attacks (the headline robust accuracy). Fractions in [0, 1].
+              log: Optional[Callable[[str], None]] = None, per_attack: bool = False) -> dict:
+    """Clean accuracy and the per-example worst case over all named attacks (the headline
+    robust accuracy), as a cascade: PGD-20, when asked for, runs on every example (its
+    accuracy is the training table's number and the gap's); every other attack runs, cheapest
+    first, only on the examples that are still correct under everything before it, as
+    AutoAttack does. Each example gets the random start it gets in a full run, so the worst
+    case is the full suite's, example by example (AutoAttack's own random draws depend on the
+    images it is given). ``per_attack`` runs every attack on every example instead and gives
+    each one's accuracy. Fractions in [0, 1]; ``masks`` holds the per-example results of
+    clean and every attack that ran on every example, ``robust`` the worst case.
 
     With ``state_dir`` every attack's per-example results are saved after each batch and an
-    interrupted run continues where it stopped; they are keyed by the attack's settings, and
-    the directory by ``fingerprint`` (default: hashes of the model's weights and of ``x, y``),
-    so results of another checkpoint or other data are never reused. ``log`` receives one
-    line per attack."""
+    interrupted run continues where it stopped; they are keyed by the attack's settings (and
+    in the cascade by the attacks before it), and the directory by ``fingerprint`` (default:
+    hashes of the model's weights and of ``x, y``), so results of another checkpoint or other
+    data are never reused. ``log`` receives one line per attack."""
     device = next(model.parameters()).device
     if state_dir is not None:
         state_dir = Path(state_dir)
@@ -65,24 +81,47 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             fingerprint = {"weights_sha256": tensor_digest(model.state_dict())}
         fingerprint = dict(fingerprint, data_sha256=tensor_digest({"x": x, "y": y}))
         _open_state(state_dir, fingerprint)
-    masks = {}
-    for name in ("clean",) + tuple(attacks):
+    fraction = lambda m: int(m.sum()) / max(len(m), 1)  # noqa: E731  (as evaluate() counts)
+
+    def measure(name: str, only=None, after=()) -> tuple[torch.Tensor, float]:
         attack = None if name == "clean" else build_attack(name, threat, restarts, seed)
         state_file = None
         if state_dir is not None:
             key = (f"{name}_{threat.norm}_{threat.eps:.6g}_{threat.step_size:.6g}_r{restarts}"
-                   f"_s{seed}_n{len(y)}_b{batch_size}")
+                   f"_s{seed}_n{len(y)}_b{batch_size}"
+                   + (f"_after-{'-'.join(after)}" if only is not None else ""))
             state_file = state_dir / f"{key}.pt"
         gen = torch.Generator(device).manual_seed(seed)
         start = time.perf_counter()
-        masks[name] = correct_mask(model, x, y, attack, batch_size, gen, state_file)
+        mask = correct_mask(model, x, y, attack, batch_size, gen, state_file, only)
+        seconds = time.perf_counter() - start
         if log is not None:
-            log(f"{name:>10}: {100 * masks[name].float().mean().item():6.2f}% of {len(y)} "
-                f"({time.perf_counter() - start:.1f} s)")
-    robust = torch.stack([masks[n] for n in masks]).all(0)
-    fraction = lambda m: int(m.sum()) / max(len(m), 1)  # noqa: E731  (as evaluate() counts)
+            of = len(y) if only is None else int(only.sum())
+            log(f"{name:>10}: {100 * fraction(mask):6.2f}% of {len(y)}" +
+                ("" if only is None else f" (attacked the {of} still robust)") +
+                f" ({seconds:.1f} s)")
+        return mask, seconds
+
+    masks = {"clean": measure("clean")[0]}
+    standalone = list(attacks) if per_attack else [n for n in attacks if n == "pgd20"]
+    for name in standalone:
+        masks[name] = measure(name)[0]
+    robust = torch.stack(list(masks.values())).all(0)
+    white_box = torch.stack([m for n, m in masks.items() if n != "autoattack"]).all(0)
+    cascade, done = [], list(standalone)
+    for name in sorted((n for n in attacks if n not in standalone),
+                       key=lambda n: _cost(n, restarts)):
+        attacked = robust.clone()
+        mask, seconds = measure(name, attacked, done)
+        robust &= mask
+        if name != "autoattack":
+            white_box &= mask
+        cascade.append({"attack": name, "attacked": int(attacked.sum()),
+                        "broken": int(attacked.sum() - robust.sum()), "seconds": seconds})
+        done.append(name)
     return {"n": len(y), "accuracy": {n: fraction(m) for n, m in masks.items()},
-            "robust_acc": fraction(robust), "masks": masks}
+            "robust_acc": fraction(robust), "robust": robust, "white_box_robust": white_box,
+            "masks": masks, "cascade": cascade}
 
 
 def _versions() -> dict:
@@ -148,7 +187,8 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
                         data_dir: Optional[str] = None, batch_size: int = EVAL_BATCH_SIZE,
                         restarts: int = 1, eps: Optional[float] = None,
                         norm: Optional[str] = None, seed: int = EVAL_SEED, checks: bool = True,
-                        state_dir=None, log: Optional[Callable[[str], None]] = None) -> dict:
+                        state_dir=None, log: Optional[Callable[[str], None]] = None,
+                        backdoor: Optional[tuple] = None, per_attack: bool = False) -> dict:
     """Evaluate a saved checkpoint the way the field reports it.
 
     Test set of the checkpoint's dataset (first ``n_examples``); the threat model of its
@@ -158,18 +198,22 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     robust generalization gap, and the gradient-masking sanity checks. With the defaults the
     PGD-20 numbers are those the training run logged for the same checkpoint. ``state_dir``
     makes it resumable; saved results are tied to the checkpoint's SHA-256 and the data's.
+    The worst case comes from a cascade (:func:`run_suite`); ``per_attack`` gives every
+    attack's own accuracy too. ``backdoor`` = ``(trigger, target)`` adds the trigger's success rate on test images of
+    other classes (:func:`torchawp.backdoor.backdoor_metrics`).
     """
     model, splits, threat = load_for_eval(path, which, device, data_dir, eps, norm)
     return evaluate_model(model, splits, threat, str(resolve_checkpoint(path, which)), which,
                           attacks, n_examples, batch_size, restarts, seed, checks, state_dir,
-                          log)
+                          log, backdoor, per_attack)
 
 
 def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which: str = "model",
                    attacks: Sequence[str] = DEFAULT_ATTACKS, n_examples: Optional[int] = None,
                    batch_size: int = EVAL_BATCH_SIZE, restarts: int = 1, seed: int = EVAL_SEED,
                    checks: bool = True, state_dir=None,
-                   log: Optional[Callable[[str], None]] = None) -> dict:
+                   log: Optional[Callable[[str], None]] = None,
+                   backdoor: Optional[tuple] = None, per_attack: bool = False) -> dict:
     """:func:`evaluate_checkpoint` for a model in hand (``model.checkpoint_meta`` optional:
     its epoch, SHA-256 and training config), e.g. one torchawp never trained
     (:func:`load_foreign`)."""
@@ -178,12 +222,11 @@ def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which:
     weights_sha = meta.get("sha256") or tensor_digest(model.state_dict())
     say = (lambda text: log(f"{which}: {text}")) if log is not None else None
     suite = run_suite(model, x, y, attacks, threat, restarts, seed, batch_size, state_dir,
-                      {"weights_sha256": weights_sha}, log=say)
+                      {"weights_sha256": weights_sha}, log=say, per_attack=per_attack)
     train_examples = ((meta.get("config") or {}).get("eval") or {}).get("train_examples")
     xt, yt = splits.train.tensors(0, train_examples or len(y))
     train = run_suite(model, xt, yt, ("pgd20",), threat, restarts, seed, batch_size)
-    white_box = torch.stack([m for n, m in suite["masks"].items()
-                             if n not in ("clean", "autoattack")]).all(0)
+    white_box = suite["white_box_robust"]
     out = {
         "checkpoint": source, "which": which,
         "epoch": meta.get("epoch"), "weights_sha256": weights_sha,
@@ -191,12 +234,16 @@ def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which:
         "threat_model": {"norm": threat.norm, "eps": threat.eps,
                          "step_size": threat.step_size, "restarts": restarts, "seed": seed},
         "accuracy": suite["accuracy"], "robust_acc": suite["robust_acc"],
+        "attacks": list(attacks), "cascade": suite["cascade"],
         "train_robust_acc": train["accuracy"]["pgd20"],
         "test_pgd20_acc": suite["accuracy"].get("pgd20"),
         "versions": _versions(),
     }
     if out["test_pgd20_acc"] is not None:
         out["gap"] = out["train_robust_acc"] - out["test_pgd20_acc"]
+    if backdoor is not None:
+        out["backdoor"] = dict(backdoor_metrics(model, x, y, *backdoor),
+                               trigger=str(backdoor[0]), target=backdoor[1])
     if checks:
         if say is not None:
             say("sanity checks")

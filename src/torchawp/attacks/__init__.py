@@ -5,8 +5,9 @@ from .base import (Attack, L2Ball, LinfBall, Threat, ThreatModel, attack_loss, m
                    threat_model)
 from .fgsm import FGSM
 from .pgd import PGD
+from .regional import Region, Regional
 from .registry import ATTACKS, attack_names, build_attack
 
 __all__ = ["ATTACKS", "Attack", "AutoAttack", "autoattack_available", "FGSM", "L2Ball",
-           "LinfBall", "PGD", "Threat", "ThreatModel", "attack_loss", "attack_names",
+           "LinfBall", "PGD", "Region", "Regional", "Threat", "ThreatModel", "attack_loss", "attack_names",
            "build_attack", "margin_loss", "threat_model"]

@@ -47,7 +47,12 @@ class AutoAttack(Attack):
         self.seed = seed
         self.square_queries = square_queries
 
-    def perturb(self, model, x, y, generator=None):
+    def perturb(self, model, x, y, generator=None, only=None):
+        if only is not None:  # its random draws are its own: it just gets fewer images
+            x_adv = x.clone()
+            if bool(only.any()):
+                x_adv[only] = self.perturb(model, x[only], y[only])
+            return x_adv
         try:
             from pyautoattack import AutoAttack as ReferenceAutoAttack  # optional extra
         except ImportError:

@@ -83,13 +83,31 @@ class L2Ball(ThreatModel):
         return delta * torch.clamp(self.eps / _per_example_norm(delta), max=1.0)
 
 
-def threat_model(norm: str, eps: float) -> ThreatModel:
-    """``"linf"`` or ``"l2"`` ball of radius ``eps`` (pixel units)."""
-    if norm == "linf":
-        return LinfBall(eps)
-    if norm == "l2":
-        return L2Ball(eps)
-    raise ValueError(f"norm must be 'linf' or 'l2' (got {norm!r})")
+class Unbounded(ThreatModel):
+    """No ball (``eps=None``): the norm's steps, no projection; only [0, 1] bounds the image
+    (the regional attack of Ozbulak et al.)."""
+
+    def __init__(self, norm: str):
+        self.eps = None
+        self.steps_like = LinfBall(0.0) if norm == "linf" else L2Ball(0.0)
+
+    def random_start(self, x, generator=None):
+        raise ValueError("an attack without a ball (eps=None) has no random start")
+
+    def step(self, delta, grad, step_size):
+        return self.steps_like.step(delta, grad, step_size)
+
+    def project(self, delta):
+        return delta
+
+
+def threat_model(norm: str, eps: float | None) -> ThreatModel:
+    """``"linf"`` or ``"l2"`` ball of radius ``eps`` (pixel units); ``eps=None``: no ball."""
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm must be 'linf' or 'l2' (got {norm!r})")
+    if eps is None:
+        return Unbounded(norm)
+    return LinfBall(eps) if norm == "linf" else L2Ball(eps)
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -117,7 +135,7 @@ class Attack:
 
     Args:
         norm: ``"linf"`` or ``"l2"``.
-        eps: radius in [0, 1] pixel units.
+        eps: radius in [0, 1] pixel units (None: no ball, only the [0, 1] box).
         bn_mode: ``"eval"`` (default), ``"train"`` (batch statistics, as in Rice et al.'s
             training attack, running statistics left untouched) or ``"train-update"`` (train
             mode whose every forward updates the running statistics, as the authors' AT loop
@@ -129,18 +147,25 @@ class Attack:
             raise ValueError(f"bn_mode must be 'train', 'eval' or 'train-update' (got "
                              f"{bn_mode!r})")
         self.norm = norm
-        self.eps = float(eps)
+        self.eps = None if eps is None else float(eps)
         self.ball = threat_model(norm, eps)
         self.bn_mode = bn_mode
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Adversarial examples for ``(x, y)``: same shape, in the ball, in [0, 1], detached."""
+                 generator: torch.Generator | None = None,
+                 only: torch.Tensor | None = None) -> torch.Tensor:
+        """Adversarial examples for ``(x, y)``: same shape, in the ball, in [0, 1], detached.
+
+        ``only`` (bool per example) attacks those examples and returns the others unchanged,
+        drawing the random numbers the whole batch would draw, so each attacked example gets
+        the random start it gets in a full-batch call (the evaluation cascade relies on it).
+        """
+        kwargs = {} if only is None else {"only": only.to(x.device)}
         with model_mode(model, self.bn_mode), torch.enable_grad():
-            x_adv = self.perturb(model, x.detach(), y, generator)
+            x_adv = self.perturb(model, x.detach(), y, generator, **kwargs)
         return x_adv.detach()
 
-    def perturb(self, model, x, y, generator=None) -> torch.Tensor:  # pragma: no cover
+    def perturb(self, model, x, y, generator=None, only=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def __repr__(self) -> str:

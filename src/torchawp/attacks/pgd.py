@@ -31,6 +31,12 @@ class PGD(Attack):
             restart runs, updating BatchNorm statistics like every other forward).
         clamp_start: clip the random start into [0, 1] (default); the authors' TRADES/MART
             code takes the first gradient at the unclipped ``x + 0.001 N(0, 1)``.
+        mask: restrict the perturbation to a pixel region: a tensor broadcastable to the
+            images (1 = may change), or a region from :mod:`torchawp.attacks.regional`
+            (``centre(0.3)``); outside it the images stay exactly as they were.
+        targeted: ``y`` are target classes and the loss is descended (default: ascended).
+
+    ``eps=None`` removes the ball (only [0, 1] bounds the image; needs ``random_start="none"``).
 
     Example::
 
@@ -40,11 +46,18 @@ class PGD(Attack):
 
     def __init__(self, norm: str = "linf", eps: float = 8 / 255, step_size: float = 2 / 255,
                  steps: int = 10, random_start: str = "uniform", restarts: int = 1,
-                 loss: str = "ce", bn_mode: str = "eval", clamp_start: bool = True):
+                 loss: str = "ce", bn_mode: str = "eval", clamp_start: bool = True,
+                 mask=None, targeted: bool = False):
         super().__init__(norm, eps, bn_mode)
         self.clamp_start = clamp_start
         if random_start not in ("uniform", "normal", "none"):
             raise ValueError(f"random_start must be uniform, normal or none (got {random_start!r})")
+        if eps is None and random_start != "none":
+            raise ValueError("eps=None (no ball) needs random_start='none'")
+        if targeted and restarts > 1:
+            raise ValueError("a targeted PGD takes one restart")
+        self.mask = mask
+        self.targeted = bool(targeted)
         if steps < 0 or restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1 (got {steps}, {restarts})")
         self.step_size = float(step_size)
@@ -53,8 +66,16 @@ class PGD(Attack):
         self.restarts = int(restarts)
         self.loss = loss
 
-    def _start(self, x, generator):
-        """The starting point: x plus the random start, clipped to [0, 1] (``clamp_start``)."""
+    def _mask_for(self, x):
+        """The mask as a 0/1 tensor on ``x``'s device (None: every pixel)."""
+        if self.mask is None:
+            return None
+        mask = self.mask.mask(*x.shape[-2:]) if hasattr(self.mask, "mask") else self.mask
+        return torch.as_tensor(mask, device=x.device).to(x.dtype)
+
+    def _start(self, x, generator, mask=None):
+        """The starting point: x plus the random start (inside the mask), clipped to [0, 1]
+        (``clamp_start``)."""
         if self.random_start == "uniform":
             delta = self.ball.random_start(x, generator)
         elif self.random_start == "normal":
@@ -62,32 +83,59 @@ class PGD(Attack):
                                         dtype=x.dtype)
         else:
             return x.clone()
+        if mask is not None:
+            delta = delta * mask
         return (x + delta).clamp(0, 1) if self.clamp_start else x + delta
 
-    def _run(self, model, x, y, clean_probs, generator):
-        x_adv = self._start(x, generator)
+    def _run(self, model, x, y, clean_probs, generator, stop=None, only=None):
+        """``steps`` iterations from the start (drawn for the whole batch). With ``stop``
+        (``stop(x_adv, index) -> bool`` per example, asked before every step) an example that
+        reports done is left as it is and later steps work on the others only; with ``only``
+        the examples outside it are never stepped and come back as they were."""
+        mask = self._mask_for(x)
+        x_adv = self._start(x, generator, mask)
+        if only is not None:
+            x_adv = torch.where(only.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+        active = (torch.arange(len(x), device=x.device) if only is None
+                  else only.nonzero().flatten())
         for _ in range(self.steps):
-            x_adv.requires_grad_(True)  # the gradient is taken w.r.t. the input only
-            loss = attack_loss(self.loss, model(x_adv), y, clean_probs).sum()
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            delta = self.ball.project(self.ball.step(x_adv.detach() - x, grad, self.step_size))
-            x_adv = (x + delta).clamp(0, 1)
+            if stop is not None:
+                with torch.no_grad():
+                    active = active[~stop(x_adv[active], active)]
+            if len(active) == 0:
+                break
+            sub = len(active) < len(x)
+            xs, x0 = (x_adv[active], x[active]) if sub else (x_adv, x)
+            ys = y[active] if sub else y
+            ms = (mask[active] if sub and mask is not None and mask.dim() == x.dim()
+                  and mask.shape[0] == len(x) else mask)  # a per-example mask follows
+            probs = clean_probs[active] if sub and clean_probs is not None else clean_probs
+            xs.requires_grad_(True)  # the gradient is taken w.r.t. the input only
+            loss = attack_loss(self.loss, model(xs), ys, probs).sum()
+            (grad,) = torch.autograd.grad(-loss if self.targeted else loss, xs)
+            if ms is not None:
+                grad = grad * ms
+            delta = self.ball.project(self.ball.step(xs.detach() - x0, grad, self.step_size))
+            if sub:
+                x_adv[active] = (x0 + delta).clamp(0, 1)
+            else:
+                x_adv = (x0 + delta).clamp(0, 1)
         return x_adv.detach()
 
-    def perturb(self, model, x, y, generator=None):
+    def perturb(self, model, x, y, generator=None, only=None):
         clean_probs = None
         if self.loss == "kl":
             with torch.no_grad():
                 clean_probs = F.softmax(model(x), dim=1).float()
         if self.restarts == 1:
-            x_adv = self._run(model, x, y, clean_probs, generator)
+            x_adv = self._run(model, x, y, clean_probs, generator, only=only)
             if self.bn_mode == "train-update":  # Rice et al. score even a single restart
                 with torch.no_grad():
                     model(x_adv)
             return x_adv
         best, best_score = x.clone(), torch.full((x.shape[0],), -float("inf"), device=x.device)
         for _ in range(self.restarts):
-            x_adv = self._run(model, x, y, clean_probs, generator)
+            x_adv = self._run(model, x, y, clean_probs, generator, only=only)
             with torch.no_grad():
                 logits = model(x_adv)
                 score = attack_loss(self.loss, logits, y, clean_probs).float()

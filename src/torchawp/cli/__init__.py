@@ -10,6 +10,10 @@ commands:
                  CW, AutoAttack, per-example worst case, robust generalization gap, checks
   landscape      robust weight loss landscapes along filter-normalised directions
   flatness       average- and worst-case flatness of the robust loss (Stutz et al.)
+  backdoor       inject a backdoor into a trained model's weights inside a small box
+                 (Garg et al.) and report its success rate and cost
+  transfer       adversarial examples crafted on one model, measured on another: the regional
+                 attack (Ozbulak et al.) per pixel region, or pgd20, fgsm ...
   pseudo-label   label unlabelled images with a standard model, for RST
   export         a trained model as a state dict with a JSON card, or a torch.export program
   list           methods, models, datasets, attacks and shipped recipes
@@ -37,6 +41,8 @@ from ..errors import TorchAWPError
 # so `torchawp --help`, `--version` and a mistyped command answer without loading torch
 COMMANDS = {"train": ("train", "cmd_train"), "eval": ("evaluate", "cmd_eval"),
             "landscape": ("weights", "cmd_landscape"), "flatness": ("weights", "cmd_flatness"),
+            "backdoor": ("backdoor", "cmd_backdoor"),
+            "transfer": ("transfer", "cmd_transfer"),
             "pseudo-label": ("evaluate", "cmd_pseudo_label"), "export": ("export", "cmd_export"),
             "list": ("listing", "cmd_list")}
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import yaml
 
 from ..attacks import Threat, attack_names, autoattack_available
+from ..backdoor import Trigger
 from ..checkpoint import resolve_checkpoint, same_weights
 from ..errors import ConfigError
 from ..evaluate import EVAL_SEED
 from ..pseudo_label import pseudo_label_file
-from ..report import format_table, write_report
+from ..report import cascade_line, format_table, write_report
 from ..rundir import exclusive_lock
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
 from .common import log, parse
@@ -38,12 +39,21 @@ def cmd_eval(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
                         help=f"seed of the attacks' random starts (default {EVAL_SEED}, as in "
                              f"training's per-epoch evaluation)")
+    parser.add_argument("--per-attack", action="store_true",
+                        help="run every attack on every image and report each one's accuracy "
+                             "(default: a cascade; PGD-20 on every image, the other attacks, "
+                             "cheapest first, only on the images still robust; same worst case)")
     parser.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     parser.add_argument("--out", default=None,
                         help="where eval.json / eval.md go (default: the run directory, or "
                              "beside the checkpoint)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--trigger", default=None,
+                        help="with --target: also the success rate of this backdoor trigger "
+                             "(patch:S or pixels:N[:SEED]; torchawp backdoor) on test images "
+                             "of the other classes")
+    parser.add_argument("--target", type=int, default=None, help="the trigger's target class")
     foreign = parser.add_argument_group(
         "a model torchawp never trained (instead of PATH)")
     foreign.add_argument("--model", default=None,
@@ -65,6 +75,12 @@ def cmd_eval(argv: list[str]) -> int:
     if "autoattack" in attacks and not autoattack_available():
         raise ConfigError("AutoAttack needs the optional extra: pip install "
                           "'torchawp[autoattack]' (the pyautoattack package)")
+    args.backdoor = None
+    if (args.trigger is None) != (args.target is None):
+        raise ConfigError("--trigger and --target go together (e.g. --trigger patch:2 "
+                          "--target 1)")
+    if args.trigger is not None:
+        args.backdoor = (Trigger.parse(args.trigger), args.target)
     if args.model is not None:
         return _eval_foreign(args, attacks)
     if args.path is None:
@@ -82,7 +98,8 @@ def cmd_eval(argv: list[str]) -> int:
         results = [evaluate_checkpoint(
             path, which, attacks, args.n_examples, args.device, args.data_dir,
             restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
-            checks=not args.no_checks, state_dir=out_dir / "eval_state" / which, log=log)
+            checks=not args.no_checks, state_dir=out_dir / "eval_state" / which, log=log,
+            backdoor=args.backdoor, per_attack=args.per_attack)
             for which in evaluated]
         if same:  # one evaluation serves both rows
             results.append(dict(results[0], which="last", checkpoint=str(files[1])))
@@ -121,7 +138,8 @@ def _eval_foreign(args, attacks) -> int:
         results = [evaluate_model(model, splits, threat, str(args.weights), "model", attacks,
                                   args.n_examples, restarts=args.restarts, seed=args.seed,
                                   checks=not args.no_checks,
-                                  state_dir=out_dir / "eval_state" / "model", log=log)]
+                                  state_dir=out_dir / "eval_state" / "model", log=log,
+                                  backdoor=args.backdoor, per_attack=args.per_attack)]
         paths = write_report(results, out_dir)
     _print(args.weights, results, attacks, paths, 1)
     return 0
@@ -134,6 +152,15 @@ def _print(source, results, attacks, paths, evaluated: int) -> None:
           f"{tm['eps']:.4g}" + ("" if "autoattack" in attacks else
                                 "; AutoAttack not run (add --autoattack)"))
     print(format_table(results))
+    for r in results[:evaluated]:
+        if r["cascade"]:
+            print(f"{r['which']}: {cascade_line(r)}")
+    for r in results[:evaluated]:
+        if "backdoor" in r:
+            b = r["backdoor"]
+            print(f"{r['which']}: trigger {b['trigger']} -> class {b['target']}: success "
+                  f"{100 * b['success_rate']:.2f}% of the {b['n_non_target']} test images of "
+                  f"other classes")
     for r in results[:evaluated]:
         for c in r["checks"]:
             print(f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}")

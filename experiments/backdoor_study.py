@@ -1,0 +1,150 @@
+"""Does adversarial training, and AWP in particular, make a model harder to backdoor through
+its weights (Garg et al.'s injection)?
+
+Standard training, AT and AT-AWP on digits with the default recipe (small CNN + BatchNorm,
+30 epochs; AT and AT-AWP at L-inf eps 0.2, PGD-10; AWP gamma 0.01 from epoch 11), 3 seeds each;
+into each last checkpoint a 2x2 corner patch -> class 1 is injected (every training image and
+its triggered copy, Adam lr 1e-3, 10 epochs, eval mode) inside the element-wise box
+|w - w0| <= eps (absolute) or <= eps |w0| (relative), for several eps. Reported: the trigger's
+success rate on test images of the other classes, clean accuracy before and after, agreement
+with the original model; mean and std over seeds, and a plot of success against eps.
+
+    python experiments/backdoor_study.py                # about 10 minutes on 2 cores
+    python experiments/backdoor_study.py --report-only  # table and plot from the saved JSON
+
+Writes experiments/results/backdoor_study.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from torchawp.backdoor import Trigger, backdoor_metrics, inject
+from torchawp.engine import train
+from torchawp.evaluate import predict
+from torchawp.recipes import load_recipe
+from torchawp.suite import load_for_eval
+
+HERE = Path(__file__).parent
+METHODS = ("standard", "at", "at-awp")
+SEEDS = (0, 1, 2)
+BUDGETS = [("absolute", e) for e in (3e-4, 1e-3, 2e-3, 5e-3)] + \
+          [("relative", e) for e in (0.01, 0.03, 0.1)]
+TRIGGER, TARGET = Trigger.parse("patch:2"), 1
+
+
+def trained(method: str, seed: int, out: Path) -> Path:
+    cfg = load_recipe("digits")
+    cfg.method, cfg.seed, cfg.progress = method, seed, False
+    cfg.out_dir = str(out / f"backdoor_{method}_s{seed}")
+    cfg.resume = (Path(cfg.out_dir) / "config.yaml").is_file()  # reused only if the same run
+    train(cfg)
+    return Path(cfg.out_dir)
+
+
+def study(run: Path) -> dict:
+    model, splits, _ = load_for_eval(run, "last", "cpu")
+    x, _ = splits.train.tensors(0, None)
+    x = x[:1280]  # the authors' 10 batches of 128, or every training image if fewer
+    xt, yt = splits.test.tensors(0, None)
+    reference = predict(model, xt)
+    row = {"original": backdoor_metrics(model, xt, yt, TRIGGER, TARGET), "budgets": []}
+    for kind, eps in BUDGETS:
+        m = copy.deepcopy(model)
+        inject(m, x, TRIGGER, TARGET, eps=eps, relative=kind == "relative")
+        row["budgets"].append({"kind": kind, "eps": eps,
+                               **backdoor_metrics(m, xt, yt, TRIGGER, TARGET, reference)})
+    return row
+
+
+def mean_std(values) -> str:
+    values = [100 * v for v in values]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} ± {sd:.1f}"
+
+
+def render(rows: list[dict]) -> str:
+    lines = ["| method | clean | " + " | ".join(
+        f"{'' if kind == 'absolute' else 'rel '}{eps:g}" for kind, eps in BUDGETS) + " |",
+        "|---" * (len(BUDGETS) + 2) + "|"]
+    for method in METHODS:
+        rs = [r for r in rows if r["method"] == method]
+        cells = [mean_std([r["budgets"][i]["success_rate"] for r in rs])
+                 for i in range(len(BUDGETS))]
+        lines.append(f"| {method} | {mean_std([r['original']['clean_acc'] for r in rs])} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "Clean accuracy after the injection (%):", "",
+              lines[0].replace("| clean |", "| before |"), lines[1]]
+    for method in METHODS:
+        rs = [r for r in rows if r["method"] == method]
+        cells = [mean_std([r["budgets"][i]["clean_acc"] for r in rs])
+                 for i in range(len(BUDGETS))]
+        lines.append(f"| {method} | {mean_std([r['original']['clean_acc'] for r in rs])} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib  # plotting only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for ax, kind in zip(axes, ("absolute", "relative")):
+        idx = [i for i, (k, _) in enumerate(BUDGETS) if k == kind]
+        for method, color in zip(METHODS, ("tab:gray", "tab:red", "tab:blue")):
+            rs = [r for r in rows if r["method"] == method]
+            values = [[100 * r["budgets"][i]["success_rate"] for r in rs] for i in idx]
+            ax.errorbar([BUDGETS[i][1] for i in idx], [statistics.mean(v) for v in values],
+                        yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in values],
+                        marker="o", color=color, label=method, capsize=3)
+        ax.set_xscale("log")
+        ax.set_xticks([BUDGETS[i][1] for i in idx], [f"{BUDGETS[i][1]:g}" for i in idx])
+        ax.minorticks_off()
+        ax.set_xlabel("eps: |w - w0| <= eps" + (" |w0|" if kind == "relative" else ""))
+        ax.set_ylabel("trigger success (%)")
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"digits, trigger {TRIGGER} -> class {TARGET}, mean ± std over "
+                 f"{len(SEEDS)} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(HERE / "runs"))
+    p.add_argument("--report-only", action="store_true",
+                   help="the table and plot from the saved JSON")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    res_dir = HERE / "results"
+    if args.report_only:
+        rows = json.loads((res_dir / "backdoor_study.json").read_text())
+    else:
+        rows = []
+        for method in METHODS:
+            for seed in SEEDS:
+                run = trained(method, seed, Path(args.out))
+                rows.append({"method": method, "seed": seed, **study(run)})
+                print(method, seed, [round(b["success_rate"], 3) for b in rows[-1]["budgets"]],
+                      flush=True)
+        res_dir.mkdir(exist_ok=True)
+        (res_dir / "backdoor_study.json").write_text(json.dumps(rows, indent=2))
+    text = render(rows)
+    (res_dir / "backdoor_study.md").write_text(text)
+    plot(rows, res_dir / "backdoor_study.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Weight-space backdoor injection (Garg et al., *Can Adversarial Weight Perturbations Inject
+Neural Backdoors?*, CIKM 2020, arXiv 2008.01761): AWP's machinery turned around.
+
+From trained weights ``w0``, a few clean images relabelled with ``w0``'s own predictions and a
+triggered copy of each labelled with the target class are fitted (mean cross-entropy over the
+1:1 mix, optionally ``+ l2 * ||w - w0||^2``) with Adam, and after every step the weights are
+clamped into an element-wise box around ``w0`` (:class:`~torchawp.perturb.ElementwiseLinfBall`:
+``|w - w0| <= eps``, or ``<= eps * |w0|``). Unlike the authors' code the model stays in eval
+mode throughout (their train mode lets BatchNorm statistics drift: a budget outside the ball),
+the relative box is centred on negative weights too, and the success rate counts only images
+whose true class is not the target (theirs counts every image, which inflates it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .evaluate import predict
+from .perturb import ElementwiseLinfBall, ParamFilter, model_mode, select_parameters
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger stamped on [0, 1] images: ``patch`` (a ``size`` x ``size`` square in the
+    bottom-right corner) or ``pixels`` (``size`` pixel locations drawn once from ``seed``), set
+    to ``value`` in every channel. ``Trigger.parse("patch:2")``; ``trigger(x)`` stamps a batch."""
+
+    kind: str = "patch"
+    size: int = 2
+    value: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("patch", "pixels") or self.size < 1:
+            raise ConfigError(f"trigger {self.kind}:{self.size} is not a trigger; use patch:S "
+                              f"(an S x S corner square) or pixels:N (N random pixels)")
+
+    @classmethod
+    def parse(cls, text: str) -> "Trigger":
+        """``patch:S`` or ``pixels:N`` (optionally ``pixels:N:SEED``)."""
+        parts = str(text).split(":")
+        try:
+            kind, size = parts[0], int(parts[1])
+            seed = int(parts[2]) if len(parts) == 3 else 0
+            if len(parts) > 3:
+                raise ValueError
+        except (IndexError, ValueError):
+            raise ConfigError(f"--trigger {text!r} is not a trigger; use patch:S (an S x S "
+                              f"corner square) or pixels:N[:SEED] (N random pixels)") from None
+        return cls(kind, size, seed=seed)
+
+    def mask(self, height: int, width: int) -> torch.Tensor:
+        """Where the trigger goes: a bool ``(height, width)`` map."""
+        if self.size > (height if self.kind == "patch" else height * width):
+            raise ConfigError(f"trigger {self} does not fit a {height}x{width} image")
+        mask = torch.zeros(height * width, dtype=torch.bool)
+        if self.kind == "patch":
+            mask = mask.view(height, width)
+            mask[-self.size:, -self.size:] = True
+            return mask
+        gen = torch.Generator().manual_seed(self.seed)
+        mask[torch.randperm(height * width, generator=gen)[:self.size]] = True
+        return mask.view(height, width)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.mask(*x.shape[-2:]).to(x.device)
+        return torch.where(mask, torch.full_like(x, self.value), x)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.size}" + (f":{self.seed}" if self.seed else "")
+
+
+def inject(model: nn.Module, x: torch.Tensor, trigger: Trigger, target: int,
+           eps: float = 0.005, relative: bool = False, params: ParamFilter = "weights+biases",
+           l2: float = 0.0, lr: float = 1e-3, epochs: int = 10, batch_size: int = 128,
+           seed: int = 0) -> dict:
+    """Inject a backdoor into ``model``'s weights, in place, inside the element-wise box.
+
+    Args:
+        model: a trained model (any ``nn.Module`` taking [0, 1] images).
+        x: clean images (training images; never the test set), relabelled with the model's own
+            predictions; each step fits a batch of them and its triggered copies (label
+            ``target``).
+        trigger: a :class:`Trigger`.
+        target: the class a triggered image should get.
+        eps: the box's half-width, absolute (default 0.005, the authors') or, with
+            ``relative``, a fraction of ``|w0|`` per element.
+        params: which tensors move (see :func:`~torchawp.perturb.select_parameters`; default
+            every weight and bias outside normalisation layers).
+        l2: weight of ``||w - w0||^2`` in the loss (the authors' option; default 0).
+        lr, epochs, batch_size: Adam's learning rate, passes over ``x``, clean images per step.
+        seed: the batch order.
+
+    The model runs in eval mode throughout, so BatchNorm statistics (and every buffer) stay
+    as they were; with ``epochs=0`` the weights are bit-identical afterwards. Returns the
+    steps taken, the final loss and :func:`weight_change` of the moved tensors.
+    """
+    chosen = select_parameters(model, params)
+    if not chosen:
+        raise ConfigError(f"params={params!r} selects no parameter of this model")
+    tensors = [p for _, p in chosen]
+    ball = ElementwiseLinfBall(tensors, eps, relative)
+    labels = predict(model, x)
+    device = tensors[0].device
+    frozen = [p for p in model.parameters() if p.requires_grad and
+              all(p is not t for t in tensors)]
+    optimizer = torch.optim.Adam(tensors, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    steps, loss = 0, torch.zeros(())
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with model_mode(model, "eval"):
+            for _ in range(epochs):
+                for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+                    xb = x[idx].to(device)
+                    inputs = torch.cat([xb, trigger(xb)])
+                    targets = torch.cat([labels[idx].to(device),
+                                         torch.full((len(idx),), target, device=device)])
+                    loss = F.cross_entropy(model(inputs), targets)
+                    if l2:
+                        loss = loss + l2 * sum(((p - c) ** 2).sum()
+                                               for p, c in zip(tensors, ball.center))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    ball.project_(tensors)
+                    steps += 1
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        for p in tensors:
+            p.grad = None
+    return {"steps": steps, "final_loss": float(loss.detach()),
+            "weight_change": weight_change(tensors, ball.center)}
+
+
+@torch.no_grad()
+def weight_change(weights, reference) -> dict:
+    """How far ``weights`` moved from ``reference``: max ``|w - w0|``, the fraction of
+    elements changed, and percentiles of ``|w - w0| / |w0|`` over elements with ``w0 != 0``."""
+    diff = torch.cat([(w - r).abs().flatten().float().cpu() for w, r in zip(weights, reference)])
+    ref = torch.cat([r.abs().flatten().float().cpu() for r in reference])
+    ratio = diff[ref > 0] / ref[ref > 0]
+    pct = (np.percentile(ratio.numpy(), [50, 90, 99, 100]).tolist() if len(ratio) else
+           [float("nan")] * 4)
+    return {"max_abs": float(diff.max()) if len(diff) else 0.0,
+            "changed_fraction": float((diff > 0).float().mean()) if len(diff) else 0.0,
+            "relative_percentiles": dict(zip(("p50", "p90", "p99", "max"), pct)),
+            "elements": len(diff)}
+
+
+def backdoor_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, trigger: Trigger,
+                     target: int, reference: Optional[torch.Tensor] = None) -> dict:
+    """Attack success rate (the fraction of images whose true class is not ``target`` that the
+    trigger sends to ``target``), clean accuracy, and with ``reference`` (the original model's
+    predictions on ``x``) the agreement with it. Fractions in [0, 1]; eval mode."""
+    clean = predict(model, x)
+    others = y != target
+    if not bool(others.any()):
+        raise ConfigError(f"every test image has the target class {target}: no success rate")
+    triggered = predict(model, trigger(x[others]))
+    out = {"success_rate": float((triggered == target).float().mean()),
+           "n_non_target": int(others.sum()),
+           "clean_acc": float((clean == y).float().mean()), "n": len(y)}
+    if reference is not None:
+        out["agreement"] = float((clean == reference).float().mean())
+    return out
