@@ -7,6 +7,8 @@ import os
 import random
 import signal
 import threading
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -28,6 +30,46 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     return device
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def cores_busy_elsewhere(window: float = 0.1) -> float | None:
+    """How many cores other processes keep busy, measured over ``window`` seconds (Linux:
+    ``/proc/stat`` less this process's own CPU time); None where unknown."""
+    try:
+        busy0, total0 = _cpu_ticks()
+        own0, start = time.process_time(), time.monotonic()
+        time.sleep(window)
+        busy1, total1 = _cpu_ticks()
+        own1, elapsed = time.process_time(), time.monotonic() - start
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = os.cpu_count() or 1
+    busy = (busy1 - busy0) / max(total1 - total0, 1) * cores * elapsed  # core-seconds
+    return max(0.0, (busy - (own1 - own0)) / elapsed)
+
+
+def warn_if_cpus_are_taken(device: torch.device, threads: int | None = None) -> None:
+    """One line when this CPU run and what already runs ask for more threads than there are
+    cores: on 2 cores two 2-thread jobs each ran many times slower, not 2x
+    (``benchmarks/concurrency.py``)."""
+    if device.type != "cpu":
+        return
+    busy, cores = cores_busy_elsewhere(), os.cpu_count() or 1
+    threads = threads or torch.get_num_threads()
+    if busy is not None and busy >= 0.75 and busy + threads > cores + 0.25:
+        warnings.warn(f"other processes keep {busy:.1f} of this machine's {cores} cores busy "
+                      f"and this run uses {threads} thread(s): CPU jobs whose threads add up to "
+                      f"more than the cores run many times slower, not just shared; run them "
+                      f"one after another, or give each --threads so that they add up to at "
+                      f"most {cores}", stacklevel=2)
 
 
 def autocast_dtype(precision: str, device: torch.device):

@@ -35,7 +35,7 @@ from .runlog import (EpochTotals, NullWriter, RunResult, postfix, progress_bar,
                      tensorboard_writer)
 from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
-                      stop_on_signals)
+                      stop_on_signals, warn_if_cpus_are_taken)
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -67,6 +67,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.spec, use_awp = get_method(cfg.method)
         self.device = resolve_device(cfg.device)
+        warn_if_cpus_are_taken(self.device, cfg.threads)
         self.dist: DistEnv = init_distributed(self.device)
         seed_everything(cfg.seed)
         self.run = RunDir(cfg.out_dir or default_run_dir(cfg))

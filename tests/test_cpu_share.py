@@ -1,0 +1,50 @@
+"""Several CPU jobs on one machine: measuring what other processes use, and the one-line
+warning when a run would oversubscribe the cores."""
+
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+import torch
+
+from torchawp import runtime
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_a_busy_process_elsewhere_is_measured():
+    idle = runtime.cores_busy_elsewhere(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = runtime.cores_busy_elsewhere(0.3)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy >= idle + 0.6  # one spinning core
+    # a thread of this process spinning during the window is this run's own work: not counted
+    stop = threading.Event()
+    spin = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)])
+    spin.start()
+    try:
+        own = runtime.cores_busy_elsewhere(0.3)
+    finally:
+        stop.set()
+        spin.join()
+    assert own < idle + 0.4
+
+
+@pytest.mark.parametrize("busy, threads, warned", [(1.8, 2, True), (1.0, 1, False),
+                                                    (0.1, 2, False), (None, 2, False)])
+def test_a_run_that_would_oversubscribe_the_cores_says_so(monkeypatch, busy, threads, warned):
+    monkeypatch.setattr(runtime, "cores_busy_elsewhere", lambda: busy)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runtime.warn_if_cpus_are_taken(torch.device("cpu"), threads)
+        runtime.warn_if_cpus_are_taken(torch.device("cuda"), threads)  # never for a GPU run
+    assert len(caught) == int(warned)
+    if warned:
+        assert "--threads" in str(caught[0].message) and "2 cores" in str(caught[0].message)
