@@ -70,24 +70,20 @@ def mean_std(values) -> str:
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| method | clean | " + " | ".join(
-        f"{'' if kind == 'absolute' else 'rel '}{eps:g}" for kind, eps in BUDGETS) + " |",
-        "|---" * (len(BUDGETS) + 2) + "|"]
-    for method in METHODS:
-        rs = [r for r in rows if r["method"] == method]
-        cells = [mean_std([r["budgets"][i]["success_rate"] for r in rs])
-                 for i in range(len(BUDGETS))]
-        lines.append(f"| {method} | {mean_std([r['original']['clean_acc'] for r in rs])} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Clean accuracy after the injection (%):", "",
-              lines[0].replace("| clean |", "| before |"), lines[1]]
-    for method in METHODS:
-        rs = [r for r in rows if r["method"] == method]
-        cells = [mean_std([r["budgets"][i]["clean_acc"] for r in rs])
-                 for i in range(len(BUDGETS))]
-        lines.append(f"| {method} | {mean_std([r['original']['clean_acc'] for r in rs])} | "
-                     + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    head = ("| method | {} | " + " | ".join(
+        f"{'' if kind == 'absolute' else 'rel '}{eps:g}" for kind, eps in BUDGETS) + " |")
+    rule = "|---" * (len(BUDGETS) + 2) + "|"
+    lines = []
+    for key, first, title in (("success_rate", "clean", None),
+                              ("clean_acc", "before", "Clean accuracy after the injection (%):")):
+        lines += ([title, ""] if title else []) + [head.format(first), rule]
+        for method in METHODS:
+            rs = [r for r in rows if r["method"] == method]
+            cells = [mean_std([r["budgets"][i][key] for r in rs]) for i in range(len(BUDGETS))]
+            lines.append(f"| {method} | {mean_std([r['original']['clean_acc'] for r in rs])} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -45,22 +45,9 @@ def digits_splits():
 @pytest.fixture(scope="session")
 def digits_model(digits_splits):
     """A small CNN trained normally (no attack) on digits for 15 epochs: an undefended model."""
-    from torchawp.data import BatchLoader
-    from torchawp.models import create_model
+    from .helpers import train_plainly
 
-    torch.manual_seed(0)
-    info = digits_splits.info
-    model = create_model("small_cnn", 10, 1, 8, info.mean, info.std, width=16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = BatchLoader(digits_splits.train, 64, shuffle=True,
-                         generator=torch.Generator().manual_seed(0))
-    model.train()
-    for _ in range(15):
-        for x, y in loader:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+    return train_plainly(digits_splits, 15, width=16)
 
 
 @pytest.fixture(scope="session")

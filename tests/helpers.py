@@ -1,7 +1,12 @@
-"""Small configs for fast end-to-end runs on digits."""
+"""Small configs for fast end-to-end runs on digits, and small models trained normally."""
 
 import dataclasses
 
+import torch
+from torch import nn
+
+from torchawp.data import BatchLoader
+from torchawp.models import create_model
 from torchawp.recipes import load_recipe
 
 
@@ -22,3 +27,20 @@ def tiny_config(out_dir, **overrides):
     cfg.optim.milestones = [1]
     cfg.data.train_subset = 400
     return dataclasses.replace(cfg, **overrides)
+
+
+def train_plainly(splits, epochs, batch_size=64, weight_decay=0.0, **model_args):
+    """A small CNN trained normally (no attack) with SGD; eval mode."""
+    torch.manual_seed(0)
+    info = splits.info
+    model = create_model("small_cnn", 10, 1, 8, info.mean, info.std, **model_args)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=weight_decay)
+    loader = BatchLoader(splits.train, batch_size, shuffle=True,
+                         generator=torch.Generator().manual_seed(0))
+    model.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return model.eval()

@@ -11,12 +11,10 @@ from torch import nn
 from torchawp.backdoor import Trigger, backdoor_metrics, inject
 from torchawp.evaluate import predict
 from torchawp.cli import main
-from torchawp.data import BatchLoader
 from torchawp.engine import train
-from torchawp.models import create_model
 from torchawp.perturb import ElementwiseLinfBall, select_parameters
 
-from .helpers import tiny_config
+from .helpers import tiny_config, train_plainly
 
 
 @pytest.mark.parametrize("relative", [False, True])
@@ -44,19 +42,7 @@ def test_box_projection_is_exact_and_idempotent(relative):
 
 def _bn_model(splits, epochs=10):
     """A small CNN with BatchNorm trained normally (weight decay, as the recipes train)."""
-    torch.manual_seed(0)
-    info = splits.info
-    model = create_model("small_cnn", 10, 1, 8, info.mean, info.std, batchnorm=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loader = BatchLoader(splits.train, 128, shuffle=True,
-                         generator=torch.Generator().manual_seed(0))
-    model.train()
-    for _ in range(epochs):
-        for x, y in loader:
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    return model.eval()
+    return train_plainly(splits, epochs, batch_size=128, weight_decay=5e-4, batchnorm=True)
 
 
 @pytest.fixture(scope="module")
