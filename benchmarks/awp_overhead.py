@@ -11,6 +11,10 @@ forward and a parameter backward, about one training pass, so the ratio cannot g
     python benchmarks/awp_overhead.py --model small_cnn --image-size 28
     python benchmarks/awp_overhead.py --model preact_resnet18 --image-size 32 --precision bf16 \
         --channels-last --method trades-awp
+    python benchmarks/awp_overhead.py --proxy ...    # also the authors' proxy-model AWP step
+
+With ``--proxy`` every round also times the AWP step of the authors' code (a proxy copy of the
+model, ``common.ProxyAWP``) in the same trainer, and prints proxy step / torchawp AWP step.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import statistics
 import time
 
 import torch
-from common import paired
+from common import ProxyAWP, paired
 
 from torchawp.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
@@ -41,13 +45,15 @@ def make_trainer(args) -> Trainer:
     cfg.method, cfg.model, cfg.model_args = args.method, args.model, {}
     cfg.precision, cfg.channels_last, cfg.device = args.precision, args.channels_last, args.device
     cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps = 8 / 255, 2 / 255, args.steps
-    cfg.awp.gamma, cfg.awp.warmup_epochs = 0.01, 0
+    cfg.awp.gamma, cfg.awp.warmup_epochs, cfg.awp.ascent = 0.01, 0, args.ascent
     cfg.data.batch_size, cfg.progress = args.batch_size, False
     cfg.out_dir = "/dev/null/unused"  # nothing is written
     return Trainer(cfg, splits=synthetic_splits(args.batch_size, args.channels, args.image_size))
 
 
 def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
+    if trainer.cfg.awp.ascent == "last-pgd-step":  # as train_epoch switches it on with AWP
+        trainer.attack.weight_grads_of = getattr(trainer.awp, "params", None) if awp_on else None
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -83,28 +89,43 @@ def main():
     p.add_argument("--precision", default="fp32")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--ascent", default="exact", choices=["exact", "last-pgd-step"],
+                   help="torchawp's AWP ascent (awp.ascent; at-awp only for last-pgd-step)")
+    p.add_argument("--proxy", action="store_true",
+                   help="also time the authors' proxy-model AWP step, in the same rounds")
     args = p.parse_args()
     if args.channels is None:
         args.channels = 1 if args.model == "small_cnn" else 3
     trainer = make_trainer(args)
     x, y = next(iter(trainer.train_loader))
-    timed(trainer, x, y, True, 2)  # warm-up both paths
+    ours = trainer.awp
+    proxy = ProxyAWP(trainer.net, gamma=ours.gamma) if args.proxy else None
+    timed(trainer, x, y, True, 2)  # warm-up every path
     timed(trainer, x, y, False, 2)
-    base, awp, one_pass = [], [], []
+    base, awp, one_pass, proxied = [], [], [], []
     for _ in range(args.rounds):
         base.append(timed(trainer, x, y, False, args.per_round))
         awp.append(timed(trainer, x, y, True, args.per_round))
         one_pass.append(timed_train_pass(trainer, x, y, args.per_round))
+        if proxy is not None:
+            trainer.awp = proxy
+            if len(proxied) == 0:
+                timed(trainer, x, y, True, 1)  # warm-up
+            proxied.append(timed(trainer, x, y, True, args.per_round))
+            trainer.awp = ours
     b, a, t = (statistics.median(v) for v in (base, awp, one_pass))
     name = args.method.removesuffix("-awp")
     print(f"{args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
-          f"{args.batch_size}, PGD-{args.steps}, {args.precision}"
+          f"{args.batch_size}, AWP ascent {args.ascent}, PGD-{args.steps}, {args.precision}"
           f"{', channels_last' if args.channels_last else ''}, {trainer.device}, "
           f"{torch.get_num_threads()} threads")
     print(f"{name} step {b * 1e3:.1f} ms, {name}-awp step {a * 1e3:.1f} ms, "
           f"ratio {name}-awp / {name} = {paired(awp, base, digits=3)}")
     print(f"AWP's extra time per step = {(a - b) / t:.2f} x one training pass ({t * 1e3:.1f} ms); "
           f"floor for the ratio (AWP's ascent costing one training pass) = {1 + t / b:.3f}")
+    if proxied:
+        print(f"authors' proxy-model {name}-awp step {statistics.median(proxied) * 1e3:.1f} ms, "
+              f"ratio proxy / torchawp = {paired(proxied, awp, digits=3)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ class ProxyAWP:
     def active(self, epoch: int) -> bool:
         return True
 
-    def perturbed(self, closure, active: bool = True):
+    def perturbed(self, closure, active: bool = True, grads=None):  # grads: unused here
         import contextlib
 
         import torch

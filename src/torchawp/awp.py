@@ -98,6 +98,10 @@ class AWP:
                 grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         finally:
             self.model.train(was_training)
+        return self._averaged(grads)
+
+    def _averaged(self, grads) -> list[torch.Tensor]:
+        """Zeros for unused tensors; under DDP the average over ranks."""
         grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # Every rank must apply the same v: average the ascent gradient like DDP would.
@@ -109,12 +113,16 @@ class AWP:
         return grads
 
     @torch.no_grad()
-    def compute(self, closure: Closure) -> list[torch.Tensor]:
-        """The perturbation ``v`` (one tensor per selected parameter), weights left at ``w``."""
+    def compute(self, closure: Closure, grads=None) -> list[torch.Tensor]:
+        """The perturbation ``v`` (one tensor per selected parameter), weights left at ``w``.
+        ``grads``: ascent gradients computed elsewhere (one step; ``closure`` is not run)."""
         ball = RelativeL2Ball(self.params, self.gamma, self.scale)
+        if grads is not None and self.steps != 1:
+            raise ValueError("ascent gradients from elsewhere serve one AWP step only")
         if self.steps == 1:
             # v overwrites the gradient buffers: one set of extra tensors, no copy of the model
-            return ball.step(self._ascent_grads(closure), self.gamma, inplace=True)
+            grads = self._ascent_grads(closure) if grads is None else self._averaged(grads)
+            return ball.step(grads, self.gamma, inplace=True)
         v = [torch.zeros_like(p) for p in self.params]
         for _ in range(self.steps):
             add_(self.params, v)  # the gradient is taken at w + v ...
@@ -126,18 +134,19 @@ class AWP:
         return v
 
     @torch.no_grad()
-    def perturb(self, closure: Closure) -> Optional[list[torch.Tensor]]:
+    def perturb(self, closure: Closure, grads=None) -> Optional[list[torch.Tensor]]:
         """Climb: add ``v`` (computed from ``closure(model)``) to the weights and remember it.
 
         ``closure`` receives the model and returns the scalar loss to ascend, computed the way
-        the method's training loss is (AT: ``CE(f(x_adv), y)``; TRADES: its full loss). Returns
-        ``v``, or None when AWP is disabled.
+        the method's training loss is (AT: ``CE(f(x_adv), y)``; TRADES: its full loss). With
+        ``grads`` (e.g. from the attack's last step) those are ascended instead and ``closure``
+        is not run. Returns ``v``, or None when AWP is disabled.
         """
         if not self.enabled:
             return None
         if self._v is not None:
             raise RuntimeError("AWP.perturb called twice without restore()")
-        v = self.compute(closure)
+        v = self.compute(closure, grads)
         if self.finite_only:
             v = [torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0) for t in v]
         add_(self.params, v)
@@ -153,11 +162,11 @@ class AWP:
         self._v = None
 
     @contextlib.contextmanager
-    def perturbed(self, closure: Closure, active: bool = True) -> Iterator[None]:
+    def perturbed(self, closure: Closure, active: bool = True, grads=None) -> Iterator[None]:
         """``with awp.perturbed(closure): loss.backward(); optimizer.step()`` perturbs on entry
         and restores on exit (also on error). ``active=False`` runs the body unperturbed."""
         if active:
-            self.perturb(closure)
+            self.perturb(closure, grads)
         try:
             yield
         finally:

@@ -1,9 +1,9 @@
 """Typed configuration: plain dataclasses with defaults next to their meaning.
 
 YAML recipes (``torchawp/configs/*.yaml``, read by :mod:`torchawp.recipes`) fill these, the
-command line overrides any field
-(``--awp.gamma 0.005``), and :func:`validate` checks every value once, at load, raising a
-:class:`~torchawp.errors.ConfigError` that names the field and the allowed range.
+command line overrides any field (``--awp.gamma 0.005``), and :func:`validate` checks every
+value once, at load, raising a :class:`~torchawp.errors.ConfigError` that names the field and
+the allowed range.
 
 Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for CIFAR L-inf).
 """
@@ -110,6 +110,7 @@ class AWPConfig:
         scale: layer (per-tensor ball, the paper) or global (one ball over all tensors, RWP).
         params: weights (the paper: conv and linear weights) or weights+biases (every
             parameter outside normalisation layers).
+        ascent: exact (the paper) or last-pgd-step (opt-in, AT: the last PGD step's gradient).
     """
 
     gamma: Optional[float] = None
@@ -117,6 +118,7 @@ class AWPConfig:
     steps: int = 1
     scale: str = "layer"
     params: str = "weights"
+    ascent: str = "exact"
 
 
 @dataclass
@@ -294,6 +296,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
     _one_of("awp.scale", w.scale, ("layer", "global"))
     _one_of("awp.params", w.params, AWP_PARAMS)
+    _one_of("awp.ascent", w.ascent, ("exact", "last-pgd-step"))
     o = cfg.optim
     _check(o.lr > 0, "optim.lr", o.lr, "> 0")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
@@ -323,6 +326,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"awp.gamma 0 turns AWP off, so {cfg.method} would train as "
                               f"{spec.name}; use --method {spec.name}, or a gamma > 0 "
                               f"(the paper: 0.005 to 0.01)")
+        if w.ascent != "exact" and (spec.name != "at" or w.steps != 1):
+            raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "
+                              f"at-awp and awp.steps 1, not {cfg.method} and {w.steps}")
         if w.warmup_epochs >= cfg.epochs:
             raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
                               f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "

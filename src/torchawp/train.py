@@ -145,7 +145,8 @@ class Trainer:
         # fp16: the ascent loss is scaled like the training loss against underflow; v is
         # normalised per tensor, so the scale cancels exactly
         ascent_loss = lambda net: self.scaler.scale(method_loss(net).loss)  # noqa: E731
-        perturbed = (self.awp.perturbed(ascent_loss, active=awp_on) if self.awp is not None
+        grads = getattr(self.attack, "weight_grads", None)  # awp.ascent last-pgd-step
+        perturbed = (self.awp.perturbed(ascent_loss, awp_on, grads) if self.awp is not None
                      else contextlib.nullcontext())
         with perturbed:                                                        # 2-3. w + v
             self.train_net.train()
@@ -173,6 +174,8 @@ class Trainer:
         mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
         it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
         awp_on = self.awp is not None and self.awp.active(epoch)
+        if awp_on and self.cfg.awp.ascent == "last-pgd-step":  # the attack's backward gives it
+            self.attack.weight_grads_of = self.awp.params
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)

@@ -58,6 +58,9 @@ class PGD(Attack):
             raise ValueError("a targeted PGD takes one restart")
         self.mask = mask
         self.targeted = bool(targeted)
+        # set to a list of parameters: the last iteration's backward also gives their gradient
+        # (``weight_grads``), AWP's approximate ascent (``awp.ascent: last-pgd-step``)
+        self.weight_grads_of, self.weight_grads = None, None
         if steps < 0 or restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1 (got {steps}, {restarts})")
         self.step_size = float(step_size)
@@ -98,7 +101,7 @@ class PGD(Attack):
             x_adv = torch.where(only.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
         active = (torch.arange(len(x), device=x.device) if only is None
                   else only.nonzero().flatten())
-        for _ in range(self.steps):
+        for i in range(self.steps):
             if stop is not None:
                 with torch.no_grad():
                     active = active[~stop(x_adv[active], active)]
@@ -112,7 +115,11 @@ class PGD(Attack):
             probs = clean_probs[active] if sub and clean_probs is not None else clean_probs
             xs.requires_grad_(True)  # the gradient is taken w.r.t. the input only
             loss = attack_loss(self.loss, model(xs), ys, probs).sum()
-            (grad,) = torch.autograd.grad(-loss if self.targeted else loss, xs)
+            wanted = list(self.weight_grads_of or []) if i == self.steps - 1 else []
+            grad, *weight_grads = torch.autograd.grad(-loss if self.targeted else loss,
+                                                      [xs] + wanted, allow_unused=True)
+            if wanted:
+                self.weight_grads = weight_grads
             if ms is not None:
                 grad = grad * ms
             delta = self.ball.project(self.ball.step(xs.detach() - x0, grad, self.step_size))
@@ -123,6 +130,7 @@ class PGD(Attack):
         return x_adv.detach()
 
     def perturb(self, model, x, y, generator=None, only=None):
+        self.weight_grads = None  # the previous call's are not kept alive
         clean_probs = None
         if self.loss == "kl":
             with torch.no_grad():
