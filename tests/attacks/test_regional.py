@@ -19,8 +19,9 @@ def test_regions_cover_what_they_say():
     assert not torch.equal(random(0.5, 3).mask(8, 8), random(0.5, 4).mask(8, 8))
     assert full().mask(4, 4).all()
     assert Region.parse("random:0.3:2") == random(0.3, 2) and Region.parse("full") == full()
-    with pytest.raises(ConfigError, match="is not a region"):
-        Region.parse("centre:1.5")
+    for text in ("centre:1.5", "full:0.5", "middle:0.3", "centre"):
+        with pytest.raises(ConfigError, match="is not a region"):
+            Region.parse(text)
 
 
 @pytest.mark.parametrize("attack", [

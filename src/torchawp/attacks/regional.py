@@ -35,7 +35,8 @@ class Region:
     seed: int = 0
 
     def __post_init__(self):
-        if self.kind not in KINDS or not 0 < self.area <= 1:
+        if self.kind not in KINDS or not 0 < self.area <= 1 or (
+                self.kind == "full" and self.area != 1):
             raise ConfigError(f"region {self.kind}:{self.area} is not a region; use "
                               f"centre:A, frame:A, random:A[:SEED] or full, with A the share "
                               f"of the image in (0, 1]")

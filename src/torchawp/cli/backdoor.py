@@ -59,9 +59,11 @@ def cmd_backdoor(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)
     trigger = Trigger.parse(args.trigger)
-    if not args.eps > 0 or (args.n_clean or 1) < 1 or args.epochs < 0:
-        raise ConfigError(f"--eps must be > 0, --n-clean >= 1 and --epochs >= 0 (got "
-                          f"{args.eps}, {args.n_clean}, {args.epochs})")
+    if (not args.eps > 0 or (args.n_clean or 1) < 1 or args.epochs < 0 or args.batch_size < 1
+            or not args.lr > 0 or args.l2 < 0):
+        raise ConfigError(f"--eps and --lr must be > 0, --n-clean and --batch-size >= 1, "
+                          f"--epochs and --l2 >= 0 (got {args.eps}, {args.lr}, {args.n_clean}, "
+                          f"{args.batch_size}, {args.epochs}, {args.l2})")
     source = resolve_checkpoint(args.path, args.which)
     base = Path(args.path) if Path(args.path).is_dir() else source.parent
     out = Path(args.out) if args.out else base / (

@@ -51,6 +51,9 @@ def cmd_transfer(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)
+    if args.steps < 1 or (args.n_examples is not None and args.n_examples < 1):
+        raise ConfigError(f"--steps and --n-examples must be >= 1 (got {args.steps}, "
+                          f"{args.n_examples})")
     regional = args.attack == "regional"
     if args.regions is not None and not regional:
         raise ConfigError(f"--regions belongs to --attack regional (got --attack "
