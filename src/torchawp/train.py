@@ -1,9 +1,8 @@
 """The training engine: adversarial training with or without AWP, one epoch loop, top to bottom.
 
 :class:`Trainer` builds a run from a config and :meth:`Trainer.fit` runs it: build, fit, one
-epoch, one step. Where its files go and how they are written safely is
-:class:`~torchawp.rundir.RunDir`'s business. The entry point that also prepares RST's
-self-labelled data is :func:`torchawp.engine.train` (``torchawp.train``).
+epoch, one step. Its files are :class:`~torchawp.rundir.RunDir`'s business; the entry point
+that also prepares RST's self-labelled data is :func:`torchawp.engine.train`.
 """
 
 from __future__ import annotations
@@ -329,8 +328,9 @@ class Trainer:
         if self.skipped:
             row["skipped_steps"] = self.skipped
         row["seconds"] = time.perf_counter() - start
-        # Model selection on the held-out validation split, never on the test set.
-        selector = row.get("val_robust_acc", row.get("val_clean_acc"))
+        # selection on the validation split, never the test set (standard training: clean)
+        key = "val_clean_acc" if self.spec.attack_loss == "none" else "val_robust_acc"
+        selector = row.get(key, row.get("val_clean_acc"))
         if len(self.splits.val) == 0:  # no validation split: best is last
             is_best = True
         else:
