@@ -11,6 +11,7 @@ from torch import nn
 from torchawp.backdoor import Trigger, backdoor_metrics, inject
 from torchawp.evaluate import predict
 from torchawp.cli import main
+from torchawp.errors import ConfigError
 from torchawp.engine import train
 from torchawp.perturb import ElementwiseLinfBall, select_parameters
 
@@ -145,6 +146,13 @@ def test_cli_backdoor_then_eval_with_the_trigger(standard_run, tmp_path, capsys)
     assert evaluated["backdoor"]["success_rate"] == report["backdoored"]["success_rate"]
     assert evaluated["accuracy"]["clean"] == pytest.approx(report["backdoored"]["clean_acc"])
     assert "trigger patch:2 -> class 1: success" in capsys.readouterr().out
+    # a target outside the classes would report 0% success: refused before any attack runs
+    assert main(["eval", str(out / "backdoored.safetensors"), "--attacks", "fgsm",
+                 "--no-checks", "--trigger", "patch:2", "--target", "12"]) == 2
+    assert "--target must be a class of digits, 0 to 9 (got 12)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="0 to 9"):
+        backdoor_metrics(LabelInPixel(), torch.zeros(4, 1, 8, 8), torch.zeros(4).long(),
+                         Trigger(), target=10)
     # a second injection into the same directory would overwrite it: refused
     assert main(["backdoor", str(standard_run), "--out", str(out)]) == 2
     assert "already holds a backdoored model" in capsys.readouterr().err

@@ -157,11 +157,20 @@ def weight_change(weights, reference) -> dict:
             "elements": len(diff)}
 
 
+def check_target(target: int, classes: int, dataset: str = "the model") -> None:
+    """A backdoor target outside the classes would give a 0% success rate, not an error."""
+    if not 0 <= target < classes:
+        raise ConfigError(f"--target must be a class of {dataset}, 0 to {classes - 1} (got "
+                          f"{target})")
+
+
 def backdoor_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, trigger: Trigger,
                      target: int, reference: Optional[torch.Tensor] = None) -> dict:
     """Attack success rate (the fraction of images whose true class is not ``target`` that the
     trigger sends to ``target``), clean accuracy, and with ``reference`` (the original model's
     predictions on ``x``) the agreement with it. Fractions in [0, 1]; eval mode."""
+    with torch.no_grad(), model_mode(model, "eval"):
+        check_target(target, model(x[:1].to(next(model.parameters()).device)).shape[1])
     clean = predict(model, x)
     others = y != target
     if not bool(others.any()):

@@ -17,8 +17,8 @@ from torch import nn
 from .attacks import Threat, build_attack
 from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
                          resolve_checkpoint, safe_torch_load, tensor_digest)
+from .backdoor import backdoor_metrics, check_target
 from .errors import CheckpointError
-from .backdoor import backdoor_metrics
 from .checks import sanity_checks
 from .data import load_splits
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
@@ -218,6 +218,8 @@ def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which:
     its epoch, SHA-256 and training config), e.g. one torchawp never trained
     (:func:`load_foreign`)."""
     meta = getattr(model, "checkpoint_meta", {})
+    if backdoor is not None:  # before any attack runs
+        check_target(backdoor[1], splits.info.num_classes, splits.info.name)
     x, y = splits.test.tensors(0, n_examples)
     weights_sha = meta.get("sha256") or tensor_digest(model.state_dict())
     say = (lambda text: log(f"{which}: {text}")) if log is not None else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..backdoor import Trigger, backdoor_metrics, inject
+from ..backdoor import Trigger, backdoor_metrics, check_target, inject
 from ..evaluate import predict
 from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
@@ -73,10 +73,7 @@ def cmd_backdoor(argv: list[str]) -> int:
         raise ConfigError(f"{out} already holds a backdoored model; pass another --out or "
                           f"delete that directory")
     model, splits, _ = load_for_eval(args.path, args.which, args.device, args.data_dir)
-    classes = splits.info.num_classes
-    if not 0 <= args.target < classes:
-        raise ConfigError(f"--target must be a class of {splits.info.name}, 0 to {classes - 1} "
-                          f"(got {args.target})")
+    check_target(args.target, splits.info.num_classes, splits.info.name)
     n_train = len(splits.train)
     if args.n_clean is None:
         args.n_clean = min(AUTHORS_N_CLEAN, n_train)
