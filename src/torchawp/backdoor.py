@@ -109,8 +109,8 @@ def inject(model: nn.Module, x: torch.Tensor, trigger: Trigger, target: int,
     ball = ElementwiseLinfBall(tensors, eps, relative)
     labels = predict(model, x)
     device = tensors[0].device
-    frozen = [p for p in model.parameters() if p.requires_grad and
-              all(p is not t for t in tensors)]
+    moving = {id(t) for t in tensors}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in moving]
     optimizer = torch.optim.Adam(tensors, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     steps, loss = 0, torch.zeros(())
