@@ -127,6 +127,7 @@ def test_a_second_evaluation_of_the_same_run_is_refused(tmp_path, capsys, two_ep
 
 
 def test_the_lock_is_reentrant_and_released(tmp_path):
+    (tmp_path / "d").mkdir()  # a directory the user made is kept, empty or not
     with exclusive_lock(tmp_path / "d"):
         with exclusive_lock(tmp_path / "d"):
             pass
@@ -137,6 +138,19 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
                             str(tmp_path / "d")], cwd=ROOT, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr
     assert list((tmp_path / "d").iterdir()) == []  # no lock file left behind
+
+
+@pytest.mark.parametrize("args", [
+    ["--method", "rst", "--data.train_subset", "1003"],  # refused after the lock, in the labeller
+    ["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
+])
+def test_a_refused_run_leaves_no_empty_directory(tmp_path, capsys, args):
+    code, _, err = run_cli(capsys, "train", "--out-dir", str(tmp_path / "run"), *args)
+    assert code == 2 and err.startswith("torchawp: error: ")
+    assert not (tmp_path / "run").exists()
+    with exclusive_lock(tmp_path / "kept"):
+        (tmp_path / "kept" / "file").write_text("x")
+    assert (tmp_path / "kept" / "file").exists()  # only an empty directory is removed
 
 
 # ------------------------------------------------------------------ 3-4. resume as configured

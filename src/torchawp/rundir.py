@@ -44,7 +44,8 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
 
     Another process that asks for it gets a :class:`RunDirInUse` error at once. Re-entrant
     within a process. The kernel drops the lock when the process dies, however it dies, so a
-    killed run never leaves a stale lock behind, and no lock file is left in the directory."""
+    killed run never leaves a stale lock behind, and no lock file is left in the directory. A
+    directory the lock created is removed again if the block left it empty."""
     try:
         import fcntl  # POSIX only
     except ImportError:  # Windows: no flock
@@ -53,6 +54,7 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
         yield
         return
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     key = str(directory.resolve())
     if key in _held:
@@ -74,6 +76,9 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
         yield
     finally:
         del _held[key]
+        if created:  # a refused or failed start leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if still empty
         os.close(fd)  # releases the lock
 
 
