@@ -88,6 +88,39 @@ def test_cascade_gives_the_full_suites_worst_case_example_by_example(digits_mode
     assert torch.equal(again["robust"], cascade["robust"])
 
 
+def test_autoattack_gets_every_example_in_the_cascade_too(digits_model, digits_splits,
+                                                         monkeypatch):
+    """AutoAttack's number is its own: its random draws depend on the images it is given, so
+    the cascade gives it all of them, after the white-box attacks; its column and the worst
+    case equal --per-attack's, example by example."""
+    import torchawp.suite as suite
+
+    given = []  # per call: how many examples the stand-in was asked to attack
+
+    class StandIn:  # for AutoAttack (slow, an optional extra): PGD-5, recording its inputs
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, model, x, y, generator=None, only=None):
+            given.append(len(x) if only is None else int(only.sum()))
+            return self.inner(model, x, y, generator, only=only)
+
+    real = suite.build_attack
+    monkeypatch.setattr(suite, "build_attack", lambda name, *a: StandIn(real("pgd5", *a))
+                        if name == "autoattack" else real(name, *a))
+    x, y = digits_splits.test.tensors(0, None)
+    threat, attacks = Threat("linf", 0.04, 0.01), ("autoattack", "fgsm", "pgd20", "cw10")
+    full = run_suite(digits_model, x, y, attacks, threat, batch_size=128, per_attack=True)
+    n_full = list(given)
+    cascade = run_suite(digits_model, x, y, attacks, threat, batch_size=128)
+    assert given[len(n_full):] == n_full and sum(n_full) == len(y)  # every example, both ways
+    assert list(cascade["accuracy"]) == ["clean", "autoattack", "pgd20"]
+    assert cascade["accuracy"]["autoattack"] == full["accuracy"]["autoattack"]
+    assert torch.equal(cascade["robust"], full["robust"])
+    assert torch.equal(cascade["white_box_robust"], full["white_box_robust"])
+    assert [c["attack"] for c in cascade["cascade"]] == ["fgsm", "cw10"]
+
+
 def test_interrupted_evaluation_resumes_from_its_state_file(digits_model, digits_test, tmp_path):
     x, y = digits_test
     state = tmp_path / "state.pt"

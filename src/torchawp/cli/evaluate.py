@@ -41,8 +41,9 @@ def cmd_eval(argv: list[str]) -> int:
                              f"training's per-epoch evaluation)")
     parser.add_argument("--per-attack", action="store_true",
                         help="run every attack on every image and report each one's accuracy "
-                             "(default: a cascade; PGD-20 on every image, the other attacks, "
-                             "cheapest first, only on the images still robust; same worst case)")
+                             "(default: a cascade; PGD-20 and AutoAttack on every image, the "
+                             "other attacks, cheapest first, only on the images still robust; "
+                             "same worst case)")
     parser.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
     parser.add_argument("--out", default=None,
                         help="where eval.json / eval.md go (default: the run directory, or "
