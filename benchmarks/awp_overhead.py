@@ -14,7 +14,9 @@ forward and a parameter backward, about one training pass, so the ratio cannot g
     python benchmarks/awp_overhead.py --proxy ...    # also the authors' proxy-model AWP step
 
 With ``--proxy`` every round also times the AWP step of the authors' code (a proxy copy of the
-model, ``common.ProxyAWP``) in the same trainer, and prints proxy step / torchawp AWP step.
+model, ``common.ProxyAWP``) in the same trainer, and prints proxy step / torchawp AWP step; and
+the AWP part alone (ascent, add v, subtract v, at fixed adversarial inputs: where the two differ),
+proxy / torchawp, free of the attack's share of the noise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import statistics
 import time
 
 import torch
-from common import ProxyAWP, paired
+from common import ProxyAWP, paired, timed_awp_part
 
 from torchawp.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
@@ -102,7 +104,7 @@ def main():
     proxy = ProxyAWP(trainer.net, gamma=ours.gamma) if args.proxy else None
     timed(trainer, x, y, True, 2)  # warm-up every path
     timed(trainer, x, y, False, 2)
-    base, awp, one_pass, proxied = [], [], [], []
+    base, awp, one_pass, proxied, part, proxy_part = [], [], [], [], [], []
     for _ in range(args.rounds):
         base.append(timed(trainer, x, y, False, args.per_round))
         awp.append(timed(trainer, x, y, True, args.per_round))
@@ -113,6 +115,8 @@ def main():
                 timed(trainer, x, y, True, 1)  # warm-up
             proxied.append(timed(trainer, x, y, True, args.per_round))
             trainer.awp = ours
+            part.append(timed_awp_part(trainer, ours, x, y, args.per_round))
+            proxy_part.append(timed_awp_part(trainer, proxy, x, y, args.per_round))
     b, a, t = (statistics.median(v) for v in (base, awp, one_pass))
     name = args.method.removesuffix("-awp")
     print(f"{args.model} {args.channels}x{args.image_size}x{args.image_size}, batch "
@@ -126,6 +130,10 @@ def main():
     if proxied:
         print(f"authors' proxy-model {name}-awp step {statistics.median(proxied) * 1e3:.1f} ms, "
               f"ratio proxy / torchawp = {paired(proxied, awp, digits=3)}")
+        ours_ms, proxy_ms = (statistics.median(v) * 1e3 for v in (part, proxy_part))
+        print(f"the AWP part alone (ascent, add v, subtract v; fixed x'): torchawp "
+              f"{ours_ms:.1f} ms, proxy {proxy_ms:.1f} ms, ratio proxy / torchawp = "
+              f"{paired(proxy_part, part, digits=3)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,28 @@ def paired(numerators: list[float], denominators: list[float], digits: int = 2) 
             f"{r[0]:.{digits}f} to {r[-1]:.{digits}f})")
 
 
+def timed_awp_part(trainer, awp, x, y, n: int) -> float:
+    """Seconds for the AWP part of a step alone, at fixed adversarial inputs: the ascent pass,
+    adding ``v`` and subtracting it again (``awp``: ``torchawp.AWP`` or :class:`ProxyAWP`).
+    This is where the two implementations differ; the attack and the training pass around it
+    are the same code for both."""
+    import time
+
+    import torch
+
+    x_adv = trainer.attack(trainer.net, x, y, trainer.attack_gen)
+    ascent_loss = lambda net: trainer.scaler.scale(trainer.spec.loss(  # noqa: E731
+        net, x, x_adv, y, trainer.cfg.beta, **trainer.loss_options).loss)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        with awp.perturbed(ascent_loss):
+            pass
+    sync()
+    return (time.perf_counter() - start) / n
+
+
 class ProxyAWP:
     """The authors' AWP (Wu et al.'s released code), for side-by-side comparisons: a proxy copy
     of the model receives the weights every step, takes one SGD step on the negated adversarial

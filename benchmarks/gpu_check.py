@@ -4,7 +4,9 @@
 2. step-time ratios measured side by side (paired rounds, median and range), PreActResNet-18,
    batch 128, PGD-10, bf16 + channels_last: AT-AWP / AT, TRADES-AWP / TRADES, and torchawp's
    AWP against the authors' proxy-model AWP (``common.ProxyAWP``) for both;
-3. peak GPU memory of an AT, a torchawp AT-AWP and a proxy-model AT-AWP step;
+3. peak GPU memory of an AT, a torchawp AT-AWP and a proxy-model AT-AWP step; then torchawp
+   against the proxy on every model (small CNN b128, PreActResNet-18 b64, WRN-34-10 b32; fp32;
+   AT-AWP and TRADES-AWP): the whole step, the AWP part alone, and peak memory;
 4. one AT-AWP training epoch on CIFAR-10-shaped synthetic data (50,000 images, crop + flip on
    the GPU) in fp32, bf16 + channels_last, and bf16 + channels_last + torch.compile.
 
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ProxyAWP, paired
+from common import ProxyAWP, paired, timed_awp_part
 
 from torchawp.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
@@ -108,23 +110,71 @@ def ratio_section(args, splits) -> dict:
 def memory_section(args, splits) -> dict:
     if torch.device(args.device).type != "cuda":
         return {"skipped": "not on CUDA"}
+    out = peak_memory(make_trainer(args, "at-awp", args.fast_precision, True, False, splits))
+    print(f"  peak MiB: {out}", flush=True)
+    return out
+
+
+def peak_memory(t: Trainer) -> dict:
+    """Peak CUDA memory (MiB) of a plain step, a torchawp AWP step and a proxy-model AWP step."""
     out = {}
-    t = make_trainer(args, "at-awp", args.fast_precision, True, False, splits)
     x, y = batch_of(t)
     ours = t.awp
     proxy = ProxyAWP(t.net, gamma=ours.gamma)
-    for name, awp, on in (("at", ours, False), ("at-awp", ours, True),
-                          ("at-awp (authors' proxy)", proxy, True)):
+    method = t.cfg.method
+    for name, awp, on in ((method[:-4], ours, False), (method, ours, True),
+                          (f"{method} (authors' proxy)", proxy, True)):
         t.awp = awp
         timed_steps(t, x, y, on, 1)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         timed_steps(t, x, y, on, 2)
         out[name] = torch.cuda.max_memory_allocated() / 2**20
+    t.awp = ours
+    base = method[:-4]
     out = {k: round(v, 1) for k, v in out.items()}
-    out["extra over at, MiB"] = {k: round(v - out["at"], 1) for k, v in out.items() if k != "at"}
+    out[f"extra over {base}, MiB"] = {k: round(v - out[base], 1) for k, v in out.items()
+                                      if k != base}
     out["weights, MiB"] = round(sum(p.numel() * 4 for p in t.model.parameters()) / 2**20, 1)
-    print(f"  peak MiB: {out}", flush=True)
+    return out
+
+
+def proxy_section(args, splits) -> dict:
+    """torchawp's AWP against the proxy-model AWP on every model, fp32, paired rounds: the whole
+    step, the AWP part alone (ascent, add v, subtract v at fixed x'), and peak memory."""
+    out = {}
+    models = [("small_cnn", 64)] if args.tiny else [
+        ("small_cnn", 128), ("preact_resnet18", 64), ("wrn34_10", 32)]
+    for model, batch_size in models:
+        for method in ("at-awp", "trades-awp"):
+            t = make_trainer(argparse.Namespace(**{**vars(args), "model": model,
+                                                   "batch_size": batch_size}),
+                             method, "fp32", False, False, splits)
+            x, y = batch_of(t)
+            ours = t.awp
+            proxy = ProxyAWP(t.net, gamma=ours.gamma)
+            steps, parts = {ours: [], proxy: []}, {ours: [], proxy: []}
+            n = min(args.per_round, 3)  # the whole section within a minute or two on a GPU
+            for awp in (ours, proxy):  # warm-up
+                t.awp = awp
+                timed_steps(t, x, y, True, 2)
+                timed_awp_part(t, awp, x, y, 2)
+            for _ in range(args.rounds):
+                for awp in (ours, proxy):
+                    t.awp = awp
+                    steps[awp].append(timed_steps(t, x, y, True, n))
+                    parts[awp].append(timed_awp_part(t, awp, x, y, n))
+            t.awp = ours
+            row = {"step_seconds": {"torchawp": min(steps[ours]), "proxy": min(steps[proxy])},
+                   "awp_part_seconds": {"torchawp": min(parts[ours]), "proxy": min(parts[proxy])},
+                   "proxy step / torchawp step": paired(steps[proxy], steps[ours]),
+                   "proxy AWP part / torchawp AWP part": paired(parts[proxy], parts[ours])}
+            if t.device.type == "cuda":
+                row["peak_memory"] = peak_memory(t)
+            out[f"{model} b{batch_size} {method}"] = row
+            print(f"  {model} b{batch_size} {method}: proxy/ours step "
+                  f"{row['proxy step / torchawp step']}; AWP part "
+                  f"{row['proxy AWP part / torchawp AWP part']}", flush=True)
     return out
 
 
@@ -201,6 +251,7 @@ def main():
     sections = [("tests", lambda: tests_section() if not args.skip_tests else {"skipped": True}),
                 ("ratios", lambda: ratio_section(args, splits)),
                 ("peak_memory", lambda: memory_section(args, splits)),
+                ("proxy_every_model", lambda: proxy_section(args, splits)),
                 ("epochs", lambda: epoch_section(args, splits, report["epochs"], save))]
     for name, run in sections:
         print(f"{name} ...", flush=True)

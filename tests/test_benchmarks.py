@@ -32,6 +32,14 @@ def test_awp_overhead_prints_ratio_and_floor():
     assert number(r"floor for the ratio .* = ([\d.]+)", out) > 1  # a training pass costs time
 
 
+def test_awp_overhead_with_proxy_times_the_whole_step_and_the_awp_part():
+    out = run("awp_overhead.py", "--rounds", "2", "--per-round", "1", "--steps", "2",
+              "--batch-size", "16", "--proxy")
+    assert number(r"step [\d.]+ ms, ratio proxy / torchawp = ([\d.]+) \(median of 2", out) > 0
+    assert number(r"AWP part alone .* torchawp ([\d.]+) ms, proxy", out) > 0
+    assert number(r"AWP part alone .* ratio proxy / torchawp = ([\d.]+) \(median of 2", out) > 0
+
+
 def test_memory_prints_extra_peak_of_both_awp_variants():
     out = run("memory.py", "--model", "small_cnn", "--batch-size", "4", "--steps", "1")
     assert re.search(r"torchawp AWP \+-?\d+ MiB, proxy-model AWP \+-?\d+ MiB", out), out
@@ -57,3 +65,8 @@ def test_gpu_check_dry_run_on_cpu_writes_its_json(tmp_path):
     assert report["ratios"]["at-awp"]["step_seconds"]["at-awp (authors' proxy)"] > 0
     assert [k for k in report["epochs"]] == ["fp32", "fp32 + channels_last"]
     assert all(e["epoch_seconds"] > 0 and e["images"] == 256 for e in report["epochs"].values())
+    every = report["proxy_every_model"]
+    assert set(every) == {"small_cnn b64 at-awp", "small_cnn b64 trades-awp"}
+    assert all(r["awp_part_seconds"]["torchawp"] > 0 and r["awp_part_seconds"]["proxy"] > 0
+               and "median of 2 paired rounds" in r["proxy AWP part / torchawp AWP part"]
+               for r in every.values())
