@@ -98,6 +98,33 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     assert message in err
 
 
+@pytest.mark.parametrize("command,args,message", [
+    # each of these used to run and print a number (the first N - 5 images for N = -5, an
+    # attack with a negative eps, PGD-0 called an attack, a flatness with zero passes) or crash
+    ("eval", ["--n-examples", "-5"], "argument --n-examples: must be an integer >= 1 (got '-5')"),
+    ("eval", ["--n-examples", "0"], "--n-examples: must be an integer >= 1"),
+    ("eval", ["--restarts", "0"], "--restarts: must be an integer >= 1"),
+    ("eval", ["--eps", "-0.1"], "argument --eps: must be a number > 0 (got '-0.1')"),
+    ("eval", ["--attacks", "fgsm", "pgd0"], "attack 'pgd0' takes no step; K must be >= 1"),
+    ("eval", ["--attacks", "fgsm", "pgdx"], "unknown attack 'pgdx'"),
+    ("landscape", ["--n-examples", "-5"], "--n-examples: must be an integer >= 1"),
+    ("landscape", ["--points", "1"], "--points: must be an integer >= 2"),
+    ("landscape", ["--radius", "nan"], "--radius: must be a number > 0"),
+    ("flatness", ["--passes", "0"], "--passes: must be an integer >= 1"),
+    ("flatness", ["--samples", "0"], "--samples: must be an integer >= 1"),
+    ("flatness", ["--steps", "-3"], "--steps: must be an integer >= 0"),
+    ("flatness", ["--xi-worst=-1e-3"], "--xi-worst: must be a number > 0"),
+    ("pseudo-label", ["--out", "x.npz", "--min-confidence", "1.5"],
+     "--min-confidence: must be a number >= 0 and <= 1"),
+])
+def test_bad_numbers_are_refused_before_anything_runs(tmp_path, capsys, command, args, message):
+    missing = tmp_path / "run"  # never read: the arguments are refused first
+    code, out, err = run_cli(capsys, command, str(missing), *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("torchawp: error: ") and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unknown_key_in_a_yaml_config_is_one_line(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("awp:\n  gama: 0.01\n")

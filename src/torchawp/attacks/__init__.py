@@ -6,8 +6,8 @@ from .base import (Attack, L2Ball, LinfBall, Threat, ThreatModel, attack_loss, m
 from .fgsm import FGSM
 from .pgd import PGD
 from .regional import Region, Regional
-from .registry import ATTACKS, attack_names, build_attack
+from .registry import ATTACKS, attack_names, build_attack, check_attack_names
 
 __all__ = ["ATTACKS", "Attack", "AutoAttack", "autoattack_available", "FGSM", "L2Ball",
-           "LinfBall", "PGD", "Region", "Regional", "Threat", "ThreatModel", "attack_loss", "attack_names",
-           "build_attack", "margin_loss", "threat_model"]
+           "LinfBall", "PGD", "Region", "Regional", "Threat", "ThreatModel", "attack_loss",
+           "attack_names", "build_attack", "check_attack_names", "margin_loss", "threat_model"]

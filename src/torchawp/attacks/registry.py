@@ -40,13 +40,29 @@ def attack_names() -> str:
     return ", ".join(ATTACKS)
 
 
-def build_attack(name: str, threat: Threat, restarts: int = 1, seed: int = 0) -> Attack:
-    """An evaluation attack (eval mode) by name on ``threat``."""
+def _resolve(name: str) -> tuple[AttackEntry, int]:
+    """The table entry and the number of steps a name asks for; one line if it is not valid."""
     if name in ATTACKS and not name.endswith("K"):
-        return ATTACKS[name].build(threat, 0, restarts, seed)
+        return ATTACKS[name], 0
     for key, entry in ATTACKS.items():
         prefix = key[:-1]
         if key.endswith("K") and name.startswith(prefix) and name[len(prefix):].isdigit():
-            return entry.build(threat, int(name[len(prefix):]), restarts, seed)
+            steps = int(name[len(prefix):])
+            if steps < 1:
+                raise ConfigError(f"attack {name!r} takes no step; K must be >= 1 (e.g. "
+                                  f"{prefix}20)")
+            return entry, steps
     raise ConfigError(f"unknown attack {name!r}; the attacks are {attack_names()} (K: the "
                       f"number of steps, e.g. pgd20)")
+
+
+def check_attack_names(names) -> None:
+    """Refuse, in one line and before anything runs, a name :func:`build_attack` would."""
+    for name in names:
+        _resolve(name)
+
+
+def build_attack(name: str, threat: Threat, restarts: int = 1, seed: int = 0) -> Attack:
+    """An evaluation attack (eval mode) by name on ``threat``."""
+    entry, steps = _resolve(name)
+    return entry.build(threat, steps, restarts, seed)

@@ -16,7 +16,7 @@ from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import log, parse
+from .common import integer, log, number, parse
 
 WEIGHTS = "backdoored.safetensors"
 AUTHORS_N_CLEAN = 1280
@@ -30,15 +30,15 @@ def cmd_backdoor(argv: list[str]) -> int:
         "copies (labelled --target); eval mode throughout. Writes the weights and a report.")
     parser.add_argument("path", help="run directory or .safetensors checkpoint")
     parser.add_argument("--which", choices=["best", "last"], default="best")
-    parser.add_argument("--eps", type=float, default=0.005,
+    parser.add_argument("--eps", type=number(), default=0.005,
                         help="half-width of the box: absolute (default 0.005), or with "
                              "--relative a fraction of |w0| per element")
     parser.add_argument("--relative", action="store_true", help="|w - w0| <= eps * |w0|")
-    parser.add_argument("--target", type=int, default=1, help="class of triggered images")
+    parser.add_argument("--target", type=integer(0), default=1, help="class of triggered images")
     parser.add_argument("--trigger", default="patch:2",
                         help="patch:S (S x S square, bottom-right corner, white) or "
                              "pixels:N[:SEED] (N random pixel locations, white); default patch:2")
-    parser.add_argument("--n-clean", type=int, default=None,
+    parser.add_argument("--n-clean", type=integer(1), default=None,
                         help="training images fitted, each with its triggered copy (default "
                              f"{AUTHORS_N_CLEAN}, the authors' 10 batches of 128, or every "
                              "training image if there are fewer); the test set is never read "
@@ -46,10 +46,10 @@ def cmd_backdoor(argv: list[str]) -> int:
     parser.add_argument("--params", choices=["weights+biases", "weights", "all"],
                         default="weights+biases",
                         help="tensors that move (default: all outside normalisation layers)")
-    parser.add_argument("--epochs", type=int, default=10, help="passes over the images")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--l2", type=float, default=0.0, help="weight of ||w - w0||^2")
+    parser.add_argument("--epochs", type=integer(0), default=10, help="passes over the images")
+    parser.add_argument("--lr", type=number(), default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=integer(1), default=128)
+    parser.add_argument("--l2", type=number(strict=False), default=0.0, help="weight of ||w - w0||^2")
     parser.add_argument("--seed", type=int, default=0,
                         help="which training images, and their order")
     parser.add_argument("--out", default=None,
@@ -59,11 +59,6 @@ def cmd_backdoor(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)
     trigger = Trigger.parse(args.trigger)
-    if (not args.eps > 0 or (args.n_clean or 1) < 1 or args.epochs < 0 or args.batch_size < 1
-            or not args.lr > 0 or args.l2 < 0):
-        raise ConfigError(f"--eps and --lr must be > 0, --n-clean and --batch-size >= 1, "
-                          f"--epochs and --l2 >= 0 (got {args.eps}, {args.lr}, {args.n_clean}, "
-                          f"{args.batch_size}, {args.epochs}, {args.l2})")
     source = resolve_checkpoint(args.path, args.which)
     base = Path(args.path) if Path(args.path).is_dir() else source.parent
     out = Path(args.out) if args.out else base / (

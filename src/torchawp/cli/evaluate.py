@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ..attacks import Threat, attack_names, autoattack_available
+from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
 from ..backdoor import Trigger
 from ..checkpoint import resolve_checkpoint, same_weights
 from ..errors import ConfigError
@@ -16,7 +16,7 @@ from ..pseudo_label import pseudo_label_file
 from ..report import cascade_line, format_table, write_report
 from ..rundir import exclusive_lock
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
-from .common import log, parse
+from .common import integer, log, number, parse
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -32,9 +32,10 @@ def cmd_eval(argv: list[str]) -> int:
                              f"{' '.join(DEFAULT_ATTACKS)}; torchawp list explains each)")
     parser.add_argument("--autoattack", action="store_true",
                         help="add standard AutoAttack (needs the autoattack extra; slow on CPU)")
-    parser.add_argument("--n-examples", type=int, default=None, help="first N test images")
-    parser.add_argument("--restarts", type=int, default=1, help="PGD/CW random restarts")
-    parser.add_argument("--eps", type=float, default=None, help="default: the training eps")
+    parser.add_argument("--n-examples", type=integer(1), default=None,
+                        help="first N test images")
+    parser.add_argument("--restarts", type=integer(1), default=1, help="PGD/CW random restarts")
+    parser.add_argument("--eps", type=number(), default=None, help="default: the training eps")
     parser.add_argument("--norm", choices=["linf", "l2"], default=None)
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
                         help=f"seed of the attacks' random starts (default {EVAL_SEED}, as in "
@@ -54,7 +55,8 @@ def cmd_eval(argv: list[str]) -> int:
                         help="with --target: also the success rate of this backdoor trigger "
                              "(patch:S or pixels:N[:SEED]; torchawp backdoor) on test images "
                              "of the other classes")
-    parser.add_argument("--target", type=int, default=None, help="the trigger's target class")
+    parser.add_argument("--target", type=integer(0), default=None,
+                        help="the trigger's target class")
     foreign = parser.add_argument_group(
         "a model torchawp never trained (instead of PATH)")
     foreign.add_argument("--model", default=None,
@@ -64,15 +66,16 @@ def cmd_eval(argv: list[str]) -> int:
     foreign.add_argument("--weights", default=None,
                          help="its state dict: .safetensors, or .pt (loaded weights_only)")
     foreign.add_argument("--data", default=None, help="dataset to evaluate on (torchawp list)")
-    foreign.add_argument("--step-size", type=float, default=None,
+    foreign.add_argument("--step-size", type=number(), default=None,
                          help="PGD step (default eps / 4)")
     foreign.add_argument("--normalize", nargs=2, metavar=("MEAN", "STD"), default=None,
                          help="the model expects normalised input: wrap it with these "
                               "per-channel values (comma lists) so attacks work in [0, 1]")
     args = parse(parser, argv)
-    attacks = list(args.attacks or DEFAULT_ATTACKS)
+    attacks = list(dict.fromkeys(args.attacks or DEFAULT_ATTACKS))  # each once, in order
     if args.autoattack and "autoattack" not in attacks:
         attacks.append("autoattack")
+    check_attack_names(attacks)
     if "autoattack" in attacks and not autoattack_available():
         raise ConfigError("AutoAttack needs the optional extra: pip install "
                           "'torchawp[autoattack]' (the pyautoattack package)")
@@ -180,7 +183,7 @@ def cmd_pseudo_label(argv: list[str]) -> int:
     parser.add_argument("--images", default=None,
                         help=".npz with an 'images' array (default: the training images the "
                              "checkpoint's run left out with data.train_subset)")
-    parser.add_argument("--min-confidence", type=float, default=0.0,
+    parser.add_argument("--min-confidence", type=number(0, strict=False, high=1), default=0.0,
                         help="keep only predictions at least this confident")
     parser.add_argument("--device", default="auto")
     args = parse(parser, argv)

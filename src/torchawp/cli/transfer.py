@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from ..attacks import build_attack
+from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region, Regional
 from ..checkpoint import atomic_write
 from ..errors import ConfigError
@@ -17,7 +17,7 @@ from ..plots import plot_transfer
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
 from ..transfer import transfer
-from .common import log, parse
+from .common import integer, log, parse
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
                    "frame:0.28", "frame:0.45", "random:0.17", "random:0.28", "random:0.45")
@@ -40,9 +40,10 @@ def cmd_transfer(argv: list[str]) -> int:
                         help="for regional: centre:A, frame:A, random:A[:SEED] or full, A the "
                              "share of the image (default: full and each family at 0.17, 0.28, "
                              "0.45, the paper's sizes)")
-    parser.add_argument("--steps", type=int, default=250,
+    parser.add_argument("--steps", type=integer(1), default=250,
                         help="regional: most steps of 1/255 (default 250)")
-    parser.add_argument("--n-examples", type=int, default=None, help="first N test images")
+    parser.add_argument("--n-examples", type=integer(1), default=None,
+                        help="first N test images")
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
                         help="seed of the target classes / random starts")
     parser.add_argument("--out", default=None,
@@ -51,10 +52,9 @@ def cmd_transfer(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)
-    if args.steps < 1 or (args.n_examples is not None and args.n_examples < 1):
-        raise ConfigError(f"--steps and --n-examples must be >= 1 (got {args.steps}, "
-                          f"{args.n_examples})")
     regional = args.attack == "regional"
+    if not regional:
+        check_attack_names([args.attack])
     if args.regions is not None and not regional:
         raise ConfigError(f"--regions belongs to --attack regional (got --attack "
                           f"{args.attack})")

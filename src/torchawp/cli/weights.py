@@ -15,7 +15,7 @@ from ..flatness import average_case_flatness, worst_case_flatness
 from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
 from ..rundir import RunDir
 from ..suite import load_for_eval
-from .common import log, parse
+from .common import integer, log, number, parse
 
 
 def _checkpoints(paths: list[str], which: str,
@@ -51,9 +51,9 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
                         help="instead of --which: the weights a run kept after these epochs "
                              "(all, or a list such as 5,10,15; train with --keep_checkpoints N)")
     parser.add_argument("--split", choices=["test", "train", "both"], default="test")
-    parser.add_argument("--steps", type=int, default=10,
+    parser.add_argument("--steps", type=integer(0), default=10,
                         help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
-    parser.add_argument("--pgd-restarts", type=int, default=1,
+    parser.add_argument("--pgd-restarts", type=integer(1), default=1,
                         help="random restarts of that PGD (the worst restart per example counts)")
     parser.add_argument("--seed", type=int, default=0,
                         help="same seed = same random directions/samples for every model")
@@ -85,10 +85,10 @@ def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
 def cmd_landscape(argv: list[str]) -> int:
     parser = _weight_space_parser("torchawp landscape", "Robust weight loss landscapes along "
                                   "filter-normalised random directions (Li et al. 2018).")
-    parser.add_argument("--n-examples", type=int, default=500)
-    parser.add_argument("--directions", type=int, default=3)
-    parser.add_argument("--points", type=int, default=21)
-    parser.add_argument("--radius", type=float, default=1.0)
+    parser.add_argument("--n-examples", type=integer(1), default=500)
+    parser.add_argument("--directions", type=integer(1), default=3)
+    parser.add_argument("--points", type=integer(2), default=21)
+    parser.add_argument("--radius", type=number(), default=1.0)
     parser.add_argument("--two-d", action="store_true", help="also a 2-D contour per model")
     args = parse(parser, argv)
     out = Path(args.out)
@@ -132,12 +132,12 @@ def cmd_flatness(argv: list[str]) -> int:
                                   "robust loss in relative weight balls (Stutz et al. 2021).")
     parser.set_defaults(steps=20)
     parser.add_argument("--kind", choices=["average", "worst", "both"], default="both")
-    parser.add_argument("--n-examples", type=int, default=1000)
-    parser.add_argument("--xi-average", type=float, default=0.5)
-    parser.add_argument("--xi-worst", type=float, default=7.5e-4)
-    parser.add_argument("--samples", type=int, default=10, help="average-case samples")
-    parser.add_argument("--passes", type=int, default=20, help="worst-case passes")
-    parser.add_argument("--restarts", type=int, default=10, help="worst-case restarts")
+    parser.add_argument("--n-examples", type=integer(1), default=1000)
+    parser.add_argument("--xi-average", type=number(), default=0.5)
+    parser.add_argument("--xi-worst", type=number(), default=7.5e-4)
+    parser.add_argument("--samples", type=integer(1), default=10, help="average-case samples")
+    parser.add_argument("--passes", type=integer(1), default=20, help="worst-case passes")
+    parser.add_argument("--restarts", type=integer(1), default=10, help="worst-case restarts")
     args = parse(parser, argv)
     results = []
     for label, split, model, x, y, attack in _measurements(args):
