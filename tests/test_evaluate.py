@@ -121,6 +121,18 @@ def test_autoattack_gets_every_example_in_the_cascade_too(digits_model, digits_s
     assert [c["attack"] for c in cascade["cascade"]] == ["fgsm", "cw10"]
 
 
+def test_the_api_refuses_to_evaluate_no_images_or_negative_counts(digits_model, digits_splits):
+    from torchawp.errors import ConfigError
+    from torchawp.suite import evaluate_model
+
+    threat = Threat("linf", 0.04, 0.01)
+    with pytest.raises(ConfigError, match="no test images"):
+        evaluate_model(digits_model, digits_splits, threat, "m", attacks=("fgsm",), n_examples=0,
+                       checks=False)
+    with pytest.raises(ValueError, match="must be >= 0"):  # not "all but the last 5"
+        digits_splits.test.tensors(0, -5)
+
+
 def test_interrupted_evaluation_resumes_from_its_state_file(digits_model, digits_test, tmp_path):
     x, y = digits_test
     state = tmp_path / "state.pt"

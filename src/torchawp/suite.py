@@ -18,7 +18,7 @@ from .attacks import Threat, build_attack
 from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
                          resolve_checkpoint, safe_torch_load, tensor_digest)
 from .backdoor import backdoor_metrics, check_target
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .checks import sanity_checks
 from .data import load_splits
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
@@ -228,6 +228,9 @@ def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which:
     if backdoor is not None:  # before any attack runs
         check_target(backdoor[1], splits.info.num_classes, splits.info.name)
     x, y = splits.test.tensors(0, n_examples)
+    if len(y) == 0:  # a robust accuracy of 0 images would print as 0.00%
+        raise ConfigError(f"no test images to evaluate (n_examples {n_examples}, test set of "
+                          f"{len(splits.test)}); pass n_examples >= 1")
     weights_sha = meta.get("sha256") or tensor_digest(model.state_dict())
     say = (lambda text: log(f"{which}: {text}")) if log is not None else None
     suite = run_suite(model, x, y, attacks, threat, restarts, seed, batch_size, state_dir,

@@ -46,7 +46,10 @@ class ArrayDataset:
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
     def tensors(self, start: int = 0, stop: Optional[int] = None):
-        """``(x, y)`` with ``x`` float in [0, 1]."""
+        """``(x, y)`` with ``x`` float in [0, 1]: examples ``start`` to ``stop`` (None: the end).
+        Negative positions are refused: "the first -5 images" is never "all but the last 5"."""
+        if start < 0 or (stop is not None and stop < 0):
+            raise ValueError(f"example positions must be >= 0 (got {start}, {stop})")
         return to_float(self.images[start:stop]), self.labels[start:stop]
 
 
