@@ -116,6 +116,7 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     ("flatness", ["--xi-worst=-1e-3"], "--xi-worst: must be a number > 0"),
     ("pseudo-label", ["--out", "x.npz", "--min-confidence", "1.5"],
      "--min-confidence: must be a number >= 0 and <= 1"),
+    ("flatness", ["--epochs", "5,x"], "--epochs: must be all or a comma list of epochs >= 1"),
 ])
 def test_bad_numbers_are_refused_before_anything_runs(tmp_path, capsys, command, args, message):
     missing = tmp_path / "run"  # never read: the arguments are refused first
@@ -123,6 +124,17 @@ def test_bad_numbers_are_refused_before_anything_runs(tmp_path, capsys, command,
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("torchawp: error: ") and message in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("device", ["foo", "meta", "cuda"])
+def test_a_device_that_cannot_run_is_one_line_for_every_command(device):
+    from torchawp.errors import ConfigError
+    from torchawp.runtime import resolve_device
+
+    if device == "cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is here")
+    with pytest.raises(ConfigError, match="device"):  # eval, landscape, ... call this one
+        resolve_device(device)
 
 
 def test_unknown_key_in_a_yaml_config_is_one_line(tmp_path, capsys):

@@ -49,7 +49,8 @@ def cmd_backdoor(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=integer(0), default=10, help="passes over the images")
     parser.add_argument("--lr", type=number(), default=1e-3, help="Adam's learning rate")
     parser.add_argument("--batch-size", type=integer(1), default=128)
-    parser.add_argument("--l2", type=number(strict=False), default=0.0, help="weight of ||w - w0||^2")
+    parser.add_argument("--l2", type=number(strict=False), default=0.0,
+                        help="weight of ||w - w0||^2")
     parser.add_argument("--seed", type=int, default=0,
                         help="which training images, and their order")
     parser.add_argument("--out", default=None,

@@ -18,8 +18,22 @@ from ..suite import load_for_eval
 from .common import integer, log, number, parse
 
 
+def _epoch_list(text: str):
+    """argparse ``type`` of ``--epochs``: ``all``, or a comma list of epochs >= 1."""
+    if text == "all":
+        return text
+    try:
+        epochs = [int(e) for e in text.split(",")]
+    except ValueError:
+        epochs = []
+    if not epochs or min(epochs) < 1:
+        raise argparse.ArgumentTypeError(f"must be all or a comma list of epochs >= 1, such as "
+                                         f"5,10,15 (got {text!r})")
+    return epochs
+
+
 def _checkpoints(paths: list[str], which: str,
-                 epochs: Optional[str] = None) -> list[tuple[str, str, str]]:
+                 epochs=None) -> list[tuple[str, str, str]]:
     """``(label, path, which)`` for every run directory / checkpoint and requested checkpoint;
     with ``epochs`` (``all`` or a list such as ``5,10``) the weights a run kept after those
     epochs (``keep_checkpoints``)."""
@@ -29,10 +43,11 @@ def _checkpoints(paths: list[str], which: str,
         name = p.name if p.is_dir() else p.stem
         if epochs is not None:
             kept = RunDir(p).kept_epochs() if p.is_dir() else []
-            wanted = kept if epochs == "all" else [int(e) for e in epochs.split(",")]
+            wanted = kept if epochs == "all" else epochs
             missing = sorted(set(wanted) - set(kept))
             if not kept or missing:
-                raise ConfigError(f"--epochs {epochs}: {path} kept the weights of epochs "
+                asked = epochs if epochs == "all" else ",".join(map(str, epochs))
+                raise ConfigError(f"--epochs {asked}: {path} kept the weights of epochs "
                                   f"{kept or 'none'}; train with --keep_checkpoints N to keep "
                                   f"every N-th epoch")
             out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
@@ -47,7 +62,7 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("paths", nargs="+", help="run directories or .safetensors checkpoints")
     parser.add_argument("--which", choices=["best", "last", "both"], default="best")
-    parser.add_argument("--epochs", default=None,
+    parser.add_argument("--epochs", type=_epoch_list, default=None,
                         help="instead of --which: the weights a run kept after these epochs "
                              "(all, or a list such as 5,10,15; train with --keep_checkpoints N)")
     parser.add_argument("--split", choices=["test", "train", "both"], default="test")
