@@ -117,6 +117,10 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     ("pseudo-label", ["--out", "x.npz", "--min-confidence", "1.5"],
      "--min-confidence: must be a number >= 0 and <= 1"),
     ("flatness", ["--epochs", "5,x"], "--epochs: must be all or a comma list of epochs >= 1"),
+    # an unknown option was argparse's usage dump; now one line with the nearest option
+    ("eval", ["--n-exampels", "5"], "unknown option --n-exampels; did you mean --n-examples?"),
+    ("landscape", ["--zzz"], "unknown option --zzz (torchawp landscape --help lists them)"),
+    ("pseudo-label", [], "the following arguments are required: --out"),
 ])
 def test_bad_numbers_are_refused_before_anything_runs(tmp_path, capsys, command, args, message):
     missing = tmp_path / "run"  # never read: the arguments are refused first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import sys
 
@@ -10,12 +11,28 @@ from ..errors import ConfigError
 
 
 def parse(parser: argparse.ArgumentParser, argv):
-    """``parser.parse_args(argv)``, a bad argument raised as one :class:`ConfigError` line."""
+    """``parser.parse_args(argv)``, a bad or unknown argument raised as one
+    :class:`ConfigError` line (an unknown option with the nearest known one)."""
     parser.exit_on_error = False
+
+    def refuse(message: str):  # argparse's own errors (a missing argument): no usage dump
+        raise ConfigError(message)
+
+    parser.error = refuse
     try:
-        return parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except argparse.ArgumentError as exc:
         raise ConfigError(str(exc)) from None
+    if extra:
+        first = extra[0]
+        if not first.startswith("-"):
+            raise ConfigError(f"unexpected argument {first!r} ({parser.prog} --help lists the "
+                              f"arguments)")
+        known = [o for a in parser._actions for o in a.option_strings]
+        close = difflib.get_close_matches(first.split("=")[0], known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else f" ({parser.prog} --help lists them)"
+        raise ConfigError(f"unknown option {first}{hint}")
+    return args
 
 
 def integer(low: int):
