@@ -189,14 +189,24 @@ def load_state(path: Path) -> dict[str, Any]:
     return safe_torch_load(io.BytesIO(payload), path)
 
 
+# the checkpoints a run directory holds; ``ema`` names the weight average's best
+CHECKPOINTS = ("best", "last", "ema_best", "ema_last")
+
+
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
-    """A run directory (-> its ``best`` or ``last`` weights, or ``epochN``: the weights kept
-    after epoch N with ``keep_checkpoints``) or a ``.safetensors`` file."""
+    """A run directory (-> its ``best``, ``last``, ``ema_best`` (also ``ema``) or ``ema_last``
+    weights, or ``epochN``: the weights kept after epoch N with ``keep_checkpoints``) or a
+    ``.safetensors`` file."""
     path = Path(path)
     if path.is_dir():
+        which = "ema_best" if which == "ema" else which
         name = (f"epochs/epoch_{int(which[5:]):04d}" if which.startswith("epoch")
                 and which[5:].isdigit() else which)
         candidate = path / f"{name}.safetensors"
+        if not candidate.is_file() and which.startswith("ema") and (path / "best.safetensors"
+                                                                      ).is_file():
+            raise CheckpointError(f"{path} has no {which}.safetensors: the run kept no weight "
+                                  f"average; train with --ema DECAY (e.g. 0.995) to keep one")
         if not candidate.is_file():
             raise CheckpointError(f"{path} has no {which}.safetensors: not a torchawp run "
                                   f"directory, or the run has not finished an epoch")

@@ -10,7 +10,6 @@ Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for C
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -37,8 +36,9 @@ class DataConfig:
 
     Attributes:
         name: dataset: cifar10, cifar100, svhn, mnist, fashion-mnist, digits (offline), npz
-            (your own .npz file, whose path is data_dir) or folder (your own images in
-            data_dir/train/CLASS/ and data_dir/test/CLASS/).
+            (your own .npz file, whose path is data_dir), folder (your own images in
+            data_dir/train/CLASS/ and data_dir/test/CLASS/) or store (an image store made by
+            torchawp data import, read from disk by memory mapping; data_dir is its folder).
         image_size: folder only: resize every image to this square size (None: keep them).
         data_dir: folder holding the dataset files (None: the dataset's default location).
         batch_size: training batch size (the global batch under DDP).
@@ -49,12 +49,15 @@ class DataConfig:
         crop_padding: how random crops pad the 4-pixel border: zero (TRADES' code) or reflect
             (Rice et al.'s AT code).
         train_subset: use only this many training images (None: all); for quick studies.
-        extra_data: RST only: .npz file with pseudo-labelled extra images (images uint8 NHWC
-            or NCHW, labels int), or ``auto``: label the training images that train_subset
-            leaves out with a standard model trained first on the labelled ones (self-training).
+        extra_data: extra labelled images mixed into every batch, for every method (required
+            by RST): an .npz (images uint8 NHWC or NCHW, labels int), an image store (a folder
+            made by torchawp data import: millions of generated images, read from disk), or
+            ``auto``: label the training images that train_subset leaves out with a standard
+            model trained first on the labelled ones (self-training).
         self_label_epochs: with extra_data auto: epochs of that standard model (cosine
             schedule, the run's other optimizer settings).
-        unlabeled_fraction: RST only: fraction of every batch drawn from extra_data.
+        extra_fraction: share of every batch drawn from extra_data (0.5 in RST, 0.7 in Wang
+            et al.'s generated-data recipe); formerly unlabeled_fraction.
     """
 
     name: str = "cifar10"
@@ -68,7 +71,7 @@ class DataConfig:
     train_subset: Optional[int] = None
     extra_data: Optional[str] = None
     self_label_epochs: int = 20
-    unlabeled_fraction: float = 0.5
+    extra_fraction: float = 0.5
 
 
 @dataclass
@@ -133,6 +136,10 @@ class OptimConfig:
         schedule: piecewise (x gamma at each milestone), cosine, or constant.
         milestones: piecewise only: epochs where the LR is multiplied by lr_decay.
         lr_decay: piecewise only: the factor.
+        warmup_epochs: cosine only: epochs (fractions allowed) of linear warm-up from 0 to lr
+            before the cosine decay, stepped every iteration.
+        label_smoothing: label smoothing of the cross-entropy terms of the training loss
+            (AT, TRADES, RST, standard; 0.1 in Wang et al.'s recipe); attacks are unsmoothed.
     """
 
     lr: float = 0.1
@@ -142,6 +149,8 @@ class OptimConfig:
     schedule: str = "piecewise"
     milestones: list[int] = field(default_factory=lambda: [100, 150])
     lr_decay: float = 0.1
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -206,6 +215,9 @@ class TrainConfig:
         bn_updates: which train-mode forwards update BatchNorm running statistics: training
             (only the training loss's forwards; attacks never change the model) or authors
             (every forward of the authors' loop, in their order: AT 13 per step, TRADES 3).
+        ema: decay of an exponential moving average of the weights (e.g. 0.995), updated after
+            every step at w (never at w + v), BatchNorm buffers copied from the model; None:
+            no average. Checkpointed as ema_best / ema_last and reported beside best / last.
     """
 
     method: str = "at-awp"
@@ -225,6 +237,7 @@ class TrainConfig:
     skip_nonfinite: bool = False
     bn_updates: str = "training"
     keep_checkpoints: int = 0
+    ema: Optional[float] = None
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
@@ -280,8 +293,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            "an integer >= 1")
     _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
            "None or >= 1")
-    _check(0.0 <= d.unlabeled_fraction < 1.0, "data.unlabeled_fraction", d.unlabeled_fraction,
-           "in [0, 1)")
+    _check(0.0 < d.extra_fraction < 1.0, "data.extra_fraction", d.extra_fraction,
+           "in (0, 1): the share of every batch drawn from data.extra_data")
     a = cfg.attack
     _one_of("attack.norm", a.norm, NORMS)
     _check(0.0 <= a.eps <= 1.0, "attack.eps", a.eps, "in [0, 1] (pixel units; 8/255 = 0.0314)")
@@ -305,6 +318,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(all(m >= 0 for m in o.milestones), "optim.milestones", o.milestones,
            "a list of epochs >= 0")
     _check(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing,
+           "in [0, 1) (0.1 in Wang et al.'s recipe)")
+    _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs", o.warmup_epochs,
+           f"in [0, {cfg.epochs}) (the run's epochs)")
+    if o.warmup_epochs and o.schedule != "cosine":
+        raise ConfigError(f"optim.warmup_epochs warms up the cosine schedule; optim.schedule is "
+                          f"{o.schedule}: set --optim.schedule cosine or drop the warm-up")
+    _check(cfg.ema is None or 0 < cfg.ema < 1, "ema", cfg.ema,
+           "a decay in (0, 1), such as 0.995, or null (no weight average)")
     e = cfg.eval
     _check(e.steps >= 0, "eval.steps", e.steps, "an integer >= 0")
     _check(e.restarts >= 1, "eval.restarts", e.restarts, "an integer >= 1")
@@ -316,6 +338,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
     _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
     spec, use_awp = get_method(cfg.method)
+    if o.label_smoothing and not spec.label_smoothing:
+        raise ConfigError(f"optim.label_smoothing smooths a cross-entropy, and {spec.name}'s "
+                          f"loss has none that takes it; drop --optim.label_smoothing")
     if a.bn_mode is None:
         authors = cfg.bn_updates == "authors" and spec.authors_bn_mode
         a.bn_mode = spec.authors_bn_mode if authors else spec.bn_mode
@@ -334,47 +359,13 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                               f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "
                               f"{spec.name}; lower --awp.warmup_epochs below {cfg.epochs}, train "
                               f"longer, or use --method {spec.name}")
-    if cfg.method.startswith("rst") and not d.extra_data:
+    if spec.needs_extra_data and not d.extra_data:
         raise ConfigError(
-            "method rst needs data.extra_data: an .npz of pseudo-labelled images (make one with "
-            "`torchawp pseudo-label`), or auto with data.train_subset to hide most labels"
+            f"method {spec.name} needs data.extra_data: an .npz of pseudo-labelled images (make "
+            f"one with `torchawp pseudo-label`), an image store, or auto with data.train_subset "
+            f"to hide most labels"
         )
-    if cfg.method.startswith("rst") and d.extra_data == "auto" and d.train_subset is None:
+    if d.extra_data == "auto" and d.train_subset is None:
         raise ConfigError("data.extra_data auto labels the training images that "
                           "data.train_subset leaves out; set data.train_subset (e.g. 150)")
     return cfg
-
-
-def to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as plain data (what ``config.yaml`` in a run directory holds)."""
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
-              prefix: str = ""):
-    """Build a (nested) config dataclass from plain data, rejecting unknown keys (the error
-    names ``source``, the key's full name and the closest known key)."""
-    where = f"{prefix.rstrip('.') or 'the top level'} of {source}"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a mapping of fields (got {type(data).__name__})")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1)
-            fix = (f"did you mean {hint[0]!r}?" if hint else
-                   f"the known keys there are {', '.join(fields)}")
-            raise ConfigError(f"unknown key {prefix}{key} in {source}; {fix}")
-        sub = _NESTED.get((cls, key))
-        kwargs[key] = (from_dict(value, sub, source, f"{prefix}{key}.") if sub is not None
-                       else value)
-    return cls(**kwargs)
-
-
-_NESTED = {
-    (TrainConfig, "data"): DataConfig,
-    (TrainConfig, "attack"): AttackConfig,
-    (TrainConfig, "awp"): AWPConfig,
-    (TrainConfig, "optim"): OptimConfig,
-    (TrainConfig, "eval"): EvalConfig,
-}

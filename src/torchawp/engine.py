@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from .checkpoint import load
-from .config import TrainConfig, from_dict, validate
-from .recipes import load_recipe
+from .config import TrainConfig, validate
+from .recipes import from_dict, load_recipe
 from .data import ArrayDataset, Splits, load_splits
 from .errors import ConfigError
-from .methods import get_method
 from .pseudo_label import pseudo_label
 from .rundir import RunDir, default_run_dir
 from .runlog import RunResult
@@ -65,8 +64,7 @@ def prepare_splits(cfg: TrainConfig, splits: Optional[Splits] = None) -> Splits:
     d = cfg.data
     splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset,
                                    d.image_size)
-    spec, _ = get_method(cfg.method)
-    if spec.needs_extra_data and splits.extra is None and d.extra_data == "auto":
+    if splits.extra is None and d.extra_data == "auto":
         splits.extra = self_label(cfg, splits, Path(cfg.out_dir) / "labeller")
     return splits
 

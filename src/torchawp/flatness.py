@@ -96,3 +96,11 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             best_per_restart.append(best)
     return {"flatness": max(best_per_restart) - base, "loss": base,
             "restart_losses": best_per_restart}
+
+
+def probe_flatness(net, splits, attack, samples: int, seed: int = 0) -> float:
+    """The per-epoch probe of a training run (``eval.flatness_every``): average-case flatness
+    (xi 0.5) of the robust loss on up to 500 validation images (test images without a split)."""
+    x, y = (splits.val if len(splits.val) else splits.test).tensors(0, 500)
+    return average_case_flatness(net, x, y, attack, xi=0.5, samples=samples,
+                                 seed=seed)["flatness"]

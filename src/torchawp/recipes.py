@@ -1,15 +1,19 @@
 """YAML recipes: the shipped ones (``torchawp/configs/*.yaml``, also ``configs/``) and any file,
 read into a :class:`~torchawp.config.TrainConfig` with errors that name the file, line, column
-and key."""
+and key; configs to and from plain data (``config.yaml``), old field names read with a notice."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import warnings
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .config import TrainConfig, from_dict
+from .config import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
+                     TrainConfig)
 from .errors import ConfigError
 
 RECIPE_DIR = Path(__file__).parent / "configs"
@@ -56,3 +60,46 @@ def read_yaml(path: str | Path) -> dict:
 def load_config(path: str | Path) -> TrainConfig:
     """Read a YAML recipe into a :class:`TrainConfig` (not yet validated)."""
     return from_dict(read_yaml(path), source=str(path))
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as plain data (what ``config.yaml`` in a run directory holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
+              prefix: str = ""):
+    """Build a (nested) config dataclass from plain data, rejecting unknown keys (the error
+    names ``source``, the key's full name and the closest known key)."""
+    where = f"{prefix.rstrip('.') or 'the top level'} of {source}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping of fields (got {type(data).__name__})")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        new = RENAMED.get(f"{prefix}{key}")
+        if new is not None:  # an old spelling: accepted for one release, with a notice
+            warnings.warn(f"{prefix}{key} is now {new}; the old name is read until torchawp "
+                          f"0.4 (in {source})", FutureWarning, stacklevel=2)
+            key = new.rsplit(".", 1)[-1]
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            fix = (f"did you mean {hint[0]!r}?" if hint else
+                   f"the known keys there are {', '.join(fields)}")
+            raise ConfigError(f"unknown key {prefix}{key} in {source}; {fix}")
+        sub = _NESTED.get((cls, key))
+        kwargs[key] = (from_dict(value, sub, source, f"{prefix}{key}.") if sub is not None
+                       else value)
+    return cls(**kwargs)
+
+
+# old field name -> new name; read with a one-line notice for one release
+RENAMED = {"data.unlabeled_fraction": "data.extra_fraction"}
+
+_NESTED = {
+    (TrainConfig, "data"): DataConfig,
+    (TrainConfig, "attack"): AttackConfig,
+    (TrainConfig, "awp"): AWPConfig,
+    (TrainConfig, "optim"): OptimConfig,
+    (TrainConfig, "eval"): EvalConfig,
+}

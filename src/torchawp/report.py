@@ -14,11 +14,13 @@ def format_table(results: Sequence[dict]) -> str:
     """Terminal table: one row per checkpoint, one column per attack, worst case, gap."""
     names = list(results[0]["accuracy"])
     cols = names + ["robust", "gap"]
-    lines = [f"{'checkpoint':<16}" + "".join(f"{c:>11}" for c in cols)]
-    for r in results:
-        label = f"{r['which']} (epoch {r['epoch']})" if r.get("epoch") is not None else r["which"]
+    labels = [f"{r['which']} (epoch {r['epoch']})" if r.get("epoch") is not None else r["which"]
+              for r in results]
+    width = max(16, max(map(len, labels)) + 2)
+    lines = [f"{'checkpoint':<{width}}" + "".join(f"{c:>11}" for c in cols)]
+    for label, r in zip(labels, results):
         values = [r["accuracy"][n] for n in names] + [r["robust_acc"], r.get("gap")]
-        lines.append(f"{label:<16}" + "".join(
+        lines.append(f"{label:<{width}}" + "".join(
             f"{'-' if v is None else f'{100 * v:.2f}':>11}" for v in values))
     return "\n".join(lines)
 

@@ -135,12 +135,14 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
     def save(self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any],
-             is_best: bool) -> None:
+             is_best: bool, ema: Optional[tuple[nn.Module, dict[str, Any], bool]] = None) -> None:
         """Write ``last.*`` (and ``best.safetensors``), keeping the previous checkpoint as
         ``prev.*`` until the new one is complete, so a crash or a full disk at any moment leaves
         a good one. The training state is written last: it commits the checkpoint (a run killed
         inside its first save has no state file and starts over). ``state`` and ``meta`` carry
-        the same ``epoch`` and ``step``, which pair them on resume."""
+        the same ``epoch`` and ``step``, which pair them on resume. ``ema`` = (the averaged
+        model, its meta, whether it is the average's best) also writes ``ema_last`` (and
+        ``ema_best``); the average's resume copy is inside ``state``."""
         for name in CHECKPOINT_FILES:
             if (self.path / f"last.{name}").exists():
                 os.replace(self.path / f"last.{name}", self.path / f"prev.{name}")
@@ -148,6 +150,11 @@ class RunDir:
             save_weights(self.path / "last.safetensors", model, meta)
             if is_best:
                 save_weights(self.path / "best.safetensors", model, meta)
+            if ema is not None:
+                averaged, ema_meta, ema_is_best = ema
+                save_weights(self.path / "ema_last.safetensors", averaged, ema_meta)
+                if ema_is_best:
+                    save_weights(self.path / "ema_best.safetensors", averaged, ema_meta)
             save_state(self.path / "last.state.pt", state)
         except OSError as exc:
             raise CheckpointError(f"could not write a checkpoint to {self.path} ({exc}); the "

@@ -4,8 +4,9 @@ result object and the final table."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +23,7 @@ class RunResult:
     run_dir: Path
     history: list[dict[str, Any]]
     best_epoch: int
+    ema_best_epoch: Optional[int] = None  # with a weight average (``ema``)
 
     @property
     def last(self) -> dict[str, Any]:
@@ -30,6 +32,41 @@ class RunResult:
     @property
     def best(self) -> dict[str, Any]:
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
+
+    def rows(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(name, metrics)`` of every reported checkpoint: best, last, and the weight
+        average's best and last (its metrics under the plain names)."""
+        rows = [("best", self.best), ("last", self.last)]
+        if self.ema_best_epoch is not None:
+            ema_best = next(r for r in self.history if r["epoch"] == self.ema_best_epoch)
+            for name, r in (("ema best", ema_best), ("ema last", self.last)):
+                rows.append((name, {"epoch": r["epoch"], **ema_metrics(r)}))
+        return rows
+
+
+def ema_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The weight average's metrics in an epoch row (``ema_*``), under their plain names."""
+    return {k[4:]: v for k, v in row.items() if k.startswith("ema_")}
+
+
+@dataclasses.dataclass
+class Best:
+    """The best epoch so far (from 1; 0: none yet) by a validation metric of the model, or of
+    the weight average (``prefix`` ``ema_``)."""
+
+    prefix: str = ""
+    epoch: int = 0
+    value: float = -math.inf
+
+    def update(self, row: dict[str, Any], key: str, has_val: bool = True) -> bool:
+        """Whether ``row``'s epoch is the new best by ``key`` (falling back to clean
+        validation accuracy); with no validation split, every epoch is (best = last)."""
+        value = row.get(self.prefix + key, row.get(self.prefix + "val_clean_acc"))
+        better = not has_val or (value is not None and value > self.value)
+        if better:
+            self.epoch = row["epoch"]
+            self.value = value if value is not None else self.value
+        return better
 
 
 @dataclasses.dataclass
@@ -86,17 +123,19 @@ def describe(cfg: TrainConfig) -> str:
     if use_awp:
         w = cfg.awp
         text += f", AWP gamma {w.gamma:g} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
+    if cfg.ema:
+        text += f", EMA {cfg.ema:g}"
     return text
 
 
 def summary_table(result: RunResult) -> str:
     """The end-of-run table: best and last checkpoint, clean / PGD accuracy and the gap."""
-    rows = [("best", result.best), ("last", result.last)]
-    header = f"{'checkpoint':<16}{'test clean':>12}{'test PGD':>10}{'train PGD':>11}{'gap':>8}"
+    rows = result.rows()
+    header = f"{'checkpoint':<20}{'test clean':>12}{'test PGD':>10}{'train PGD':>11}{'gap':>8}"
     lines = [header, "-" * len(header)]
     pct = lambda r, k: f"{100 * r[k]:.2f}" if k in r else "-"  # noqa: E731
     for name, r in rows:
-        lines.append(f"{name + ' (epoch ' + str(r['epoch']) + ')':<16}"
+        lines.append(f"{name + ' (epoch ' + str(r['epoch']) + ')':<20}"
                      f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
                      f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
     return "\n".join(lines)

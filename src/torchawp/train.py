@@ -1,15 +1,11 @@
-"""The training engine: adversarial training with or without AWP, one epoch loop, top to bottom.
-
-:class:`Trainer` builds a run from a config and :meth:`Trainer.fit` runs it: build, fit, one
-epoch, one step. Its files are :class:`~torchawp.rundir.RunDir`'s business; the entry point
-that also prepares RST's self-labelled data is :func:`torchawp.engine.train`.
-"""
+"""The trainer: :class:`Trainer` builds a run from a config, :meth:`Trainer.fit` runs it (build,
+fit, one epoch, one step). Files are :class:`~torchawp.rundir.RunDir`'s business; the entry
+point that also prepares RST's self-labelled data is :func:`torchawp.engine.train`."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import sys
 import time
 import warnings
@@ -20,32 +16,24 @@ from torch import nn
 
 from .attacks import PGD
 from .awp import AWP
+from .ema import EMA
 from .checkpoint import load_state_dict_into, read_weights
-from .config import TrainConfig, from_dict, to_dict, validate
+from .config import TrainConfig, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .evaluate import evaluate_splits
-from .flatness import average_case_flatness
+from .flatness import probe_flatness
 from .methods import get_method
 from .models import create_model
 from .plots import plot_curves
+from .recipes import from_dict, to_dict
 from .rundir import RunDir, check_resumable, default_run_dir
-from .runlog import (EpochTotals, NullWriter, RunResult, postfix, progress_bar,
+from .schedules import build_scheduler
+from .runlog import (Best, EpochTotals, NullWriter, RunResult, postfix, progress_bar,
                      tensorboard_writer)
 from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
-
-
-def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """torch's own schedulers, stepped every iteration (milestones given in epochs)."""
-    o = cfg.optim
-    if o.schedule == "piecewise":
-        return torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, [m * steps_per_epoch for m in o.milestones], gamma=o.lr_decay)
-    if o.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps_per_epoch)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
 class Trainer:
@@ -76,7 +64,7 @@ class Trainer:
         self.splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed,
                                             d.train_subset, d.image_size)
         info = self.splits.info
-        if self.spec.needs_extra_data and self.splits.extra is None:
+        if d.extra_data and self.splits.extra is None:
             if d.extra_data == "auto":
                 raise ConfigError("data.extra_data auto trains a labeller before the run: start "
                                   "it with torchawp.train(cfg), which prepares the extra data")
@@ -93,6 +81,7 @@ class Trainer:
 
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.attack_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        # in-memory sets move to the device; image stores stay on disk (batches move)
         on_device = lambda ds: ds.to(self.device) if ds is not None else None  # noqa: E731
         augment = d.augment if d.augment != "auto" else info.augment
         self.train_loader = BatchLoader(
@@ -100,7 +89,8 @@ class Trainer:
             padding=d.crop_padding,
             drop_last=self.dist.enabled, generator=self.data_gen, rank=self.dist.rank,
             world_size=self.dist.world_size, extra=on_device(self.splits.extra),
-            extra_fraction=d.unlabeled_fraction if self.splits.extra is not None else 0.0)
+            extra_fraction=d.extra_fraction if self.splits.extra is not None else 0.0,
+            device=self.device)
         self.steps_per_epoch = len(self.train_loader)
 
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr,
@@ -116,6 +106,8 @@ class Trainer:
         authors = cfg.bn_updates == "authors"
         self.loss_options = ({"forwards": self.spec.authors_forwards}
                              if authors and self.spec.authors_forwards else {})
+        if cfg.optim.label_smoothing:
+            self.loss_options["label_smoothing"] = cfg.optim.label_smoothing
         self.clean_forward = authors and self.spec.authors_clean_forward
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
@@ -123,6 +115,11 @@ class Trainer:
                        warmup_epochs=w.warmup_epochs,
                        finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
                        ) if use_awp else None
+        # the weight average, and the net that evaluates it (same precision and memory format)
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
+        if self.ema is not None:
+            self.ema.net = execution_nets(self.ema.module, cfg.precision, False, False,
+                                          self.device, DistEnv())[0]
 
         self.start_epoch = 0  # epochs done before this process started
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
@@ -131,11 +128,9 @@ class Trainer:
         self.skipped = 0
         self._stop: Optional[str] = None
         self._progress = None
-        self.best_epoch = 0  # epochs count from 1; 0: none yet
-        self.best_val = -math.inf
+        self.best = Best()  # selected on the validation split
         self.history: list[dict[str, Any]] = []
 
-    # ------------------------------------------------------------------ one step, one epoch
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step; returns (loss sum, number correct) as device tensors."""
         x_adv = self.attack(self.net, x, y, self.attack_gen)                    # 1. x' at w
@@ -161,10 +156,11 @@ class Trainer:
         if self.clean_forward:  # bn_updates authors, AT: the train-accuracy forward at w
             with torch.no_grad():
                 self.net(x)
+        if self.ema is not None:  # the average of w, never of w + v
+            self.ema.update(self.model)
         if not finite:
             self.skipped += 1
-            zero = torch.zeros((), device=self.device)
-            return zero, zero
+            return (torch.zeros((), device=self.device),) * 2
         correct = (out.logits_adv.argmax(1) == y).sum()
         return out.loss.detach() * len(y), correct
 
@@ -178,9 +174,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        for i, (x, y) in enumerate(self.train_loader):
-            if i < self.step:  # resuming inside an epoch: replay the order, not the steps
-                continue
+        # resuming inside an epoch, batches before self.step replay their random draws only
+        for i, x, y in self.train_loader.batches(start=self.step):
             loss, correct = self.train_step(x, y, awp_on)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             self.totals.add(loss, correct, len(y))
@@ -198,42 +193,42 @@ class Trainer:
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 
-    def evaluate_epoch(self, splits=("train", "val", "test")) -> Optional[dict[str, float]]:
-        """The epoch's metrics on ``splits`` (:func:`~torchawp.evaluate.evaluate_splits`: the
-        protocol of ``torchawp eval``); None if a stop signal interrupted it."""
+    def evaluate_epoch(self, splits=("train", "val", "test"),
+                       net: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
+        """The epoch's metrics of ``net`` (default: the model) on ``splits``
+        (:func:`~torchawp.evaluate.evaluate_splits`: the protocol of ``torchawp eval``); None if
+        a stop signal interrupted it."""
         e = self.cfg.eval
         return evaluate_splits(
-            self.net, self.splits, self.eval_attack if e.steps > 0 else None, splits,
+            net or self.net, self.splits, self.eval_attack if e.steps > 0 else None, splits,
             train_examples=e.train_examples, max_examples=e.max_examples, device=self.device,
             rank=self.dist.rank, world_size=self.dist.world_size,
             should_stop=(lambda: self._stop is not None) if not self.dist.enabled else None)
 
-    def probe_flatness(self) -> float:
-        """Average-case flatness of the robust loss on (up to 500) validation images."""
-        data = self.splits.val if len(self.splits.val) else self.splits.test
-        x, y = data.tensors(0, 500)
-        attack = self.eval_attack if self.cfg.eval.steps > 0 else None
-        return average_case_flatness(self.net, x, y, attack, xi=0.5,
-                                     samples=self.cfg.eval.flatness_samples,
-                                     seed=self.cfg.seed)["flatness"]
+    def _reported(self) -> list[tuple]:
+        """``(metrics prefix, net, module, best)`` of the model and of its weight average."""
+        ema = [("ema_", self.ema.net, self.ema.module, self.ema.best)] if self.ema else []
+        return [("", self.net, self.model, self.best)] + ema
 
-    # ------------------------------------------------------------------ checkpoints
     def save(self, epochs_done: int, row: dict, is_best: bool, step: int = 0) -> None:
         """Checkpoint after ``epochs_done`` epochs (``step == 0``), or ``step`` steps into the
         next one (a stop signal)."""
         if not self.dist.is_main:
             return
-        gen_states = {"data": self.data_gen, "attack": self.attack_gen}
         state = {"epoch": epochs_done, "step": step, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "rng": rng_state(gen_states), "best_epoch": self.best_epoch,
-                 "best_val": self.best_val}
+                 "rng": rng_state({"data": self.data_gen, "attack": self.attack_gen}),
+                 "best_epoch": self.best.epoch, "best_val": self.best.value}
         if step:
             state["epoch_data_state"] = self.epoch_data_state
             state["sums"] = self.totals.as_tensor().cpu()
         meta = {"epoch": epochs_done, "step": step, "config": to_dict(self.cfg), "metrics": row,
                 "dataset": dataclasses.asdict(self.splits.info)}
-        self.run.save(self.model, state, meta, is_best)
+        ema = None
+        if self.ema is not None:  # the average's resume state, and its checkpoints
+            state["ema"] = self.ema.state_dict()
+            ema = self.ema.checkpoint(meta, row, epoch_end=not step)
+        self.run.save(self.model, state, meta, is_best, ema=ema)
         keep = self.cfg.keep_checkpoints
         if keep and not step and (epochs_done % keep == 0 or epochs_done == self.cfg.epochs):
             self.run.keep_epoch(self.model, meta)
@@ -270,10 +265,11 @@ class Trainer:
         if self.step:  # replay the interrupted epoch's order from its start
             self.data_gen.set_state(state["epoch_data_state"])
             self.totals = EpochTotals.from_tensor(state["sums"].to(self.device))
-        self.best_epoch, self.best_val = state["best_epoch"], state["best_val"]
+        self.best = Best("", state["best_epoch"], state["best_val"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.history = [r for r in self.run.read_metrics() if r["epoch"] <= state["epoch"]]
 
-    # ------------------------------------------------------------------ the run
     def fit(self) -> RunResult:
         """Train every remaining epoch; the run directory is locked throughout."""
         cfg = self.cfg
@@ -300,7 +296,8 @@ class Trainer:
             self._evaluate_best()
             if self.dist.is_main:
                 plot_curves(self.history, self.run_dir / "curves.png")
-        return RunResult(self.run_dir, self.history, self.best_epoch)
+        return RunResult(self.run_dir, self.history, self.best.epoch,
+                         self.ema.best.epoch if self.ema is not None else None)
 
     def _run_epoch(self, epoch: int, writer) -> Optional[dict]:
         """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
@@ -316,13 +313,17 @@ class Trainer:
         if (epoch + 1) % cfg.eval.every == 0 or last:
             self._describe(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
             curves = (epoch + 1) % cfg.eval.curve_every == 0 or last
-            evaluation = self.evaluate_epoch(("train", "val", "test") if curves else ("val",))
-            if evaluation is None:  # stopped: the checkpoint keeps the epoch's trained steps
-                return None
-            row.update(evaluation)
+            for prefix, net, _, _ in self._reported():  # the model, and its average
+                evaluation = self.evaluate_epoch(("train", "val", "test") if curves
+                                                 else ("val",), net=net)
+                if evaluation is None:  # stopped: the checkpoint keeps the trained steps
+                    return None
+                row.update({prefix + k: v for k, v in evaluation.items()})
         probe = cfg.eval.flatness_every
         if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
-            row["flatness_avg"] = self.probe_flatness()
+            row["flatness_avg"] = probe_flatness(
+                self.net, self.splits, self.eval_attack if cfg.eval.steps > 0 else None,
+                cfg.eval.flatness_samples, cfg.seed)
         self.step = 0
         self.totals = EpochTotals.zeros(self.device)
         if self.skipped:
@@ -330,14 +331,9 @@ class Trainer:
         row["seconds"] = time.perf_counter() - start
         # selection on the validation split, never the test set (standard training: clean)
         key = "val_clean_acc" if self.spec.attack_loss == "none" else "val_robust_acc"
-        selector = row.get(key, row.get("val_clean_acc"))
-        if len(self.splits.val) == 0:  # no validation split: best is last
-            is_best = True
-        else:
-            is_best = selector is not None and selector > self.best_val
-        if is_best:
-            self.best_epoch = epoch + 1
-            self.best_val = selector if selector is not None else self.best_val
+        is_best = self.best.update(row, key, has_val=len(self.splits.val) > 0)
+        if self.ema is not None:
+            self.ema.best.update(row, key, has_val=len(self.splits.val) > 0)
         self.history.append(row)
         if self.dist.is_main:
             self.run.write_metrics(self.history)
@@ -350,21 +346,25 @@ class Trainer:
         return row
 
     def _evaluate_best(self) -> None:
-        """The final table reports the best checkpoint on train and test with the full
-        protocol: when its epoch had no curve evaluation (``eval.curve_every``), evaluate the
-        saved best weights now and complete its row (``evaluated_after_training``)."""
-        row = next((r for r in self.history if r["epoch"] == self.best_epoch), None)
-        if row is None or "test_clean_acc" in row:
-            return
-        if self.dist.enabled:  # rank 0 wrote best.safetensors
-            torch.distributed.barrier()
-        current = {k: v.clone() for k, v in self.model.state_dict().items()}
-        best, _ = read_weights(self.run_dir / "best.safetensors")
-        load_state_dict_into(self.model, best, str(self.run_dir / "best.safetensors"))
-        try:
-            row.update(self.evaluate_epoch(("train", "test")), evaluated_after_training=True)
-        finally:
-            self.model.load_state_dict(current)
+        """The final table reports the best checkpoint (and the average's best) on train and
+        test with the full protocol: when its epoch had no curve evaluation
+        (``eval.curve_every``), evaluate the saved best weights now and complete its row
+        (``evaluated_after_training``)."""
+        for prefix, net, model, best in self._reported():
+            row = next((r for r in self.history if r["epoch"] == best.epoch), None)
+            if row is None or f"{prefix}test_clean_acc" in row:
+                continue
+            if self.dist.enabled:  # rank 0 wrote the checkpoint
+                torch.distributed.barrier()
+            current = {k: v.clone() for k, v in model.state_dict().items()}
+            file = self.run_dir / f"{prefix}best.safetensors"
+            load_state_dict_into(model, read_weights(file)[0], str(file))
+            try:
+                evaluation = self.evaluate_epoch(("train", "test"), net=net)
+                row.update({prefix + k: v for k, v in evaluation.items()},
+                           **{f"{prefix}evaluated_after_training": True})
+            finally:
+                model.load_state_dict(current)
         if self.dist.is_main:
             self.run.write_metrics(self.history)
 

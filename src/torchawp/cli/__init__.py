@@ -15,6 +15,7 @@ commands:
   transfer       adversarial examples crafted on one model, measured on another: the regional
                  attack (Ozbulak et al.) per pixel region, or pgd20, fgsm ...
   pseudo-label   label unlabelled images with a standard model, for RST
+  data           image stores: import millions of images once, train from disk; info, verify
   export         a trained model as a state dict with a JSON card, or a torch.export program
   list           methods, models, datasets, attacks and shipped recipes
 
@@ -44,6 +45,7 @@ COMMANDS = {"train": ("train", "cmd_train"), "eval": ("evaluate", "cmd_eval"),
             "backdoor": ("backdoor", "cmd_backdoor"),
             "transfer": ("transfer", "cmd_transfer"),
             "pseudo-label": ("evaluate", "cmd_pseudo_label"), "export": ("export", "cmd_export"),
+            "data": ("data", "cmd_data"),
             "list": ("listing", "cmd_list")}
 
 

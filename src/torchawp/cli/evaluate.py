@@ -9,7 +9,7 @@ import yaml
 
 from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
 from ..backdoor import Trigger
-from ..checkpoint import resolve_checkpoint, same_weights
+from ..checkpoint import CHECKPOINTS, resolve_checkpoint, same_weights
 from ..errors import ConfigError
 from ..evaluate import EVAL_SEED
 from ..pseudo_label import pseudo_label_file
@@ -25,8 +25,11 @@ def cmd_eval(argv: list[str]) -> int:
         "CW-inf, AutoAttack, per-example worst case, gap and gradient-masking checks.")
     parser.add_argument("path", nargs="?", default=None,
                         help="run directory (best and last) or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["best", "last", "both"], default="both",
-                        help="for a run directory: which checkpoint(s) (default both)")
+    parser.add_argument("--which", choices=["all", "both", "best", "last", "ema", "ema_best",
+                                            "ema_last"], default="all",
+                        help="for a run directory: which checkpoint(s); all (default): best, "
+                             "last and, with a weight average (--ema), ema_best and ema_last; "
+                             "both: best and last; ema: ema_best and ema_last")
     parser.add_argument("--attacks", nargs="+", default=None,
                         help=f"{attack_names()} (K: steps; default: "
                              f"{' '.join(DEFAULT_ATTACKS)}; torchawp list explains each)")
@@ -91,27 +94,37 @@ def cmd_eval(argv: list[str]) -> int:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
                           "--weights, --data and --eps for a model torchawp did not train")
     path = Path(args.path)
-    whiches = ["best", "last"] if args.which == "both" else [args.which]
-    if not path.is_dir():
-        whiches = whiches[:1]
+    whiches = _whiches(path, args.which)
     out_dir = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
-    files = [resolve_checkpoint(path, w) for w in whiches]
-    same = len(files) == 2 and same_weights(*files)  # the last epoch was the best
-    evaluated = whiches[:1] if same else whiches
+    files = {w: resolve_checkpoint(path, w) for w in whiches}
+    # a pair whose last epoch was its best holds the same weights: evaluated once
+    same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
+            if best in files and last in files and same_weights(files[best], files[last])}
+    evaluated = [w for w in whiches if w not in same]
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
-        results = [evaluate_checkpoint(
+        results = {which: evaluate_checkpoint(
             path, which, attacks, args.n_examples, args.device, args.data_dir,
             restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
             checks=not args.no_checks, state_dir=out_dir / "eval_state" / which, log=log,
             backdoor=args.backdoor, per_attack=args.per_attack)
-            for which in evaluated]
-        if same:  # one evaluation serves both rows
-            results.append(dict(results[0], which="last", checkpoint=str(files[1])))
+            for which in evaluated}
+        for last, best in same.items():  # one evaluation serves both rows
+            results[last] = dict(results[best], which=last, checkpoint=str(files[last]))
+        results = [results[w] for w in whiches]
         paths = write_report(results, out_dir)
     _print(args.path, results, attacks, paths, len(evaluated))
-    if same:
-        print("best and last are the same weights: evaluated once")
+    for last, best in same.items():
+        print(f"{best} and {last} are the same weights: evaluated once")
     return 0
+
+
+def _whiches(path: Path, which: str) -> list[str]:
+    """The checkpoints ``--which`` names in a run directory (a file is one checkpoint)."""
+    if not path.is_dir():
+        return [which if which in CHECKPOINTS else "best"]
+    if which == "all":
+        return [w for w in CHECKPOINTS if (path / f"{w}.safetensors").is_file()] or ["best"]
+    return {"both": ["best", "last"], "ema": ["ema_best", "ema_last"]}.get(which, [which])
 
 
 def _eval_foreign(args, attacks) -> int:

@@ -15,7 +15,9 @@ def cmd_export(argv: list[str]) -> int:
         "load: a state dict (.pt, weights_only) with a JSON card, and with --program a "
         "torch.export program (.pt2).")
     parser.add_argument("path", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["best", "last"], default="best")
+    parser.add_argument("--which", choices=["best", "last", "ema", "ema_best", "ema_last"],
+                        default="best", help="which checkpoint of a run (ema: the weight "
+                                             "average's best, from a run trained with --ema)")
     parser.add_argument("--out", required=True, help="the state dict to write (model.pt); the "
                                                      "card goes beside it as model.json")
     parser.add_argument("--program", action="store_true",

@@ -13,8 +13,8 @@ from typing import Optional
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from ..config import _NESTED, TrainConfig, from_dict, to_dict, validate
-from ..recipes import load_config, load_recipe, read_yaml, recipe_path
+from ..config import TrainConfig, validate
+from ..recipes import _NESTED, from_dict, load_config, load_recipe, read_yaml, recipe_path, to_dict
 from ..engine import train
 from ..errors import ConfigError, TorchAWPError
 from ..runlog import describe, summary_table

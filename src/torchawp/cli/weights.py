@@ -61,7 +61,10 @@ def _checkpoints(paths: list[str], which: str,
 def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("paths", nargs="+", help="run directories or .safetensors checkpoints")
-    parser.add_argument("--which", choices=["best", "last", "both"], default="best")
+    parser.add_argument("--which", choices=["best", "last", "both", "ema", "ema_best",
+                                            "ema_last"], default="best",
+                        help="for a run directory: which checkpoint (both: best and last; ema: "
+                             "the weight average's best, from a run trained with --ema)")
     parser.add_argument("--epochs", type=_epoch_list, default=None,
                         help="instead of --which: the weights a run kept after these epochs "
                              "(all, or a list such as 5,10,15; train with --keep_checkpoints N)")

@@ -1,8 +1,10 @@
-"""In-memory image datasets, the seeded validation split and a device-side batch loader.
+"""Image datasets, the seeded validation split and the batch loader.
 
 Images are kept as one tensor (uint8 in [0, 255] or float in [0, 1], NCHW) on the training
 device; batches are cut, converted to [0, 1] floats and augmented there. This is airbench's
-recipe: no worker processes, no per-image Python, reproducible from one generator.
+recipe: no worker processes, no per-image Python, reproducible from one generator. Sets too
+large for memory stay on disk (:class:`MappedImages`, an image store): a background thread
+gathers their batches, and everything else is the same.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from ..errors import ConfigError, DataError
+from .mapped import MappedImages, gather
 
 
 @dataclass
 class ArrayDataset:
-    """``images`` (N, C, H, W; uint8 0-255 or float 0-1) with ``labels`` (N, int64)."""
+    """``images`` (N, C, H, W; uint8 0-255 or float 0-1; a tensor, or :class:`MappedImages`
+    on disk) with ``labels`` (N, int64)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -39,10 +43,21 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether the images stay on disk (an image store, read by memory mapping)."""
+        return isinstance(self.images, MappedImages)
+
     def subset(self, index: torch.Tensor) -> "ArrayDataset":
-        return replace(self, images=self.images[index], labels=self.labels[index])
+        images = self.images.select(index) if self.mapped else self.images[index]
+        return replace(self, images=images, labels=self.labels[index])
+
+    def load(self) -> "ArrayDataset":
+        """The same examples with their images in memory (a no-op unless mapped)."""
+        return replace(self, images=self.images[:]) if self.mapped else self
 
     def to(self, device) -> "ArrayDataset":
+        """On ``device``; a mapped set keeps its images on disk (batches move, not the set)."""
         return replace(self, images=self.images.to(device), labels=self.labels.to(device))
 
     def tensors(self, start: int = 0, stop: Optional[int] = None):
@@ -133,21 +148,41 @@ def load_splits(name: str, data_dir: Optional[str] = None, val_size: int = 0,
     val, rest = order[:val_size], order[val_size:]
     unused = rest[train_subset:] if train_subset is not None else rest[:0]
     rest = rest[:train_subset]
-    return Splits(train.subset(rest), train.subset(val), test, info, unused=train.subset(unused))
+    # the validation split is evaluated every epoch: in memory even when the set is mapped
+    return Splits(train.subset(rest), train.subset(val).load(), test, info,
+                  unused=train.subset(unused))
 
 
-def _crop(x: torch.Tensor, pad: int, generator: torch.Generator,
-          padding: str = "zero") -> torch.Tensor:
+def draw_augmentation(n: int, kind: str, generator: torch.Generator, pad: int = 4):
+    """The random part of :func:`augment` for a batch of ``n``: crop offsets and flips, drawn
+    from ``generator`` in a fixed order (so a resumed epoch can replay the draws without the
+    images)."""
+    if kind == "none":
+        return None
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5 if kind == "crop-flip" else None
+    return dy, dx, flip
+
+
+def apply_augmentation(x: torch.Tensor, draws, padding: str = "zero",
+                       pad: int = 4) -> torch.Tensor:
+    """Crop (the image padded by ``pad`` px, with zeros or by reflection) and flip ``x`` as
+    ``draws`` (from :func:`draw_augmentation`) say."""
+    if draws is None:
+        return x
+    dy, dx, flip = (d.to(x.device) if d is not None else None for d in draws)
     n, c, h, w = x.shape
     mode = "reflect" if padding == "reflect" else "constant"
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    x = padded[batch, chan, rows, cols]
+    if flip is not None:
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator,
@@ -155,22 +190,23 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator,
     """Standard augmentation on a batch in [0, 1]: ``crop`` (random crop of the image padded by
     4 px, with zeros or by reflection), ``crop-flip`` (and a horizontal flip with probability
     1/2), or ``none``."""
-    if kind == "none":
-        return x
-    x = _crop(x, 4, generator, padding)
-    if kind == "crop-flip":
-        flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
+    return apply_augmentation(x, draw_augmentation(len(x), kind, generator), padding)
 
 
 @dataclass
 class BatchLoader:
-    """Batches ``(x, y)`` of a dataset on its device, ``x`` float in [0, 1].
+    """Batches ``(x, y)`` of a dataset on the training device, ``x`` float in [0, 1].
 
     The order and the augmentation draw from ``generator`` (a CPU ``torch.Generator``), so a run
     is reproducible and resumable from the generator's state. Under DDP each of ``world_size``
-    ranks takes every ``world_size``-th example of the same permutation.
+    ranks takes every ``world_size``-th example of the same permutation (and reads only those).
+    ``extra`` (extra data: generated or pseudo-labelled images) fills ``extra_fraction`` of
+    every batch, cycling through its own shuffled order.
+
+    In-memory sets are indexed on their device. A mapped set (an image store) is gathered on
+    the CPU by a background thread, ``prefetch`` batches ahead of the loop (rows read in
+    ascending order, pinned memory and a non-blocking copy for CUDA); the batches, the random
+    draws and so the run are bit-identical to the in-memory path's.
     """
 
     data: ArrayDataset
@@ -182,8 +218,10 @@ class BatchLoader:
     generator: torch.Generator = field(default_factory=torch.Generator)
     rank: int = 0
     world_size: int = 1
-    extra: Optional[ArrayDataset] = None  # RST: each batch also draws from here
+    extra: Optional[ArrayDataset] = None
     extra_fraction: float = 0.0
+    device: Optional[torch.device] = None  # where batches go (default: the data's device)
+    prefetch: int = 4
 
     def _per_rank(self) -> int:
         return max(1, self.batch_size // self.world_size)
@@ -199,7 +237,8 @@ class BatchLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         return order[self.rank::self.world_size]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _plan(self) -> list[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """Every batch's positions in ``data`` (and in ``extra``), drawn for the epoch."""
         per_rank = self._per_rank()
         order = self._order(len(self.data))
         extra_order = extra_per_batch = None
@@ -207,17 +246,87 @@ class BatchLoader:
             extra_per_batch = round(per_rank * self.extra_fraction)
             per_rank -= extra_per_batch
             extra_order = self._order(len(self.extra))
-        device = self.data.images.device
+        plan = []
         for i, start in enumerate(range(0, len(order), per_rank)):
             index = order[start:start + per_rank]
             if self.drop_last and len(index) < per_rank:
                 break
-            index = index.to(device)
-            x, y = to_float(self.data.images[index]), self.data.labels[index]
+            e_index = None
             if extra_order is not None:
                 # cycle through the (shuffled) extra data, however much of it there is
                 at = (i * extra_per_batch + torch.arange(extra_per_batch)) % len(extra_order)
-                e_index = extra_order[at].to(self.extra.images.device)
-                x = torch.cat([x, to_float(self.extra.images[e_index]).to(device)])
-                y = torch.cat([y, self.extra.labels[e_index].to(device)])
-            yield augment(x, self.augment, self.generator, self.padding), y
+                e_index = extra_order[at]
+            plan.append((index, e_index))
+        return plan
+
+    def _fetch(self, index: torch.Tensor, e_index: Optional[torch.Tensor], pin: bool):
+        """The raw parts of one batch: (images, labels) of the data and of the extra set."""
+        parts = []
+        for ds, idx in ((self.data, index), (self.extra, e_index)):
+            if idx is None:
+                continue
+            if ds.mapped:
+                parts.append((gather(ds.images.array, ds.images.rows(idx), pin),
+                              ds.labels[idx.to(ds.labels.device)]))
+            else:
+                idx = idx.to(ds.images.device)
+                parts.append((ds.images[idx], ds.labels[idx]))
+        return parts
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _, x, y in self.batches():
+            yield x, y
+
+    def batches(self, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(i, x, y)`` for batches ``start`` onwards; the earlier batches of the epoch only
+        replay their random draws (a resumed epoch continues exactly where it stopped)."""
+        device = self.device or self.data.images.device
+        plan = self._plan()
+        for index, e_index in plan[:start]:
+            n = len(index) + (len(e_index) if e_index is not None else 0)
+            draw_augmentation(n, self.augment, self.generator)
+        todo = plan[start:]
+        mapped = self.data.mapped or (self.extra is not None and self.extra.mapped)
+        pin = mapped and device.type == "cuda"
+        fetched = (_prefetched(self._fetch, todo, pin, self.prefetch) if mapped
+                   else (self._fetch(i, e, False) for i, e in todo))
+        for i, parts in enumerate(fetched, start):
+            x = torch.cat([to_float(p[0].to(device, non_blocking=pin)) for p in parts])
+            y = torch.cat([p[1].to(device, non_blocking=pin) for p in parts])
+            draws = draw_augmentation(len(x), self.augment, self.generator)
+            yield i, apply_augmentation(x, draws, self.padding), y
+
+
+def _prefetched(fetch, todo: list, pin: bool, depth: int) -> Iterator:
+    """``fetch(*item, pin)`` for every item, computed by a background thread up to ``depth``
+    items ahead; an error in the thread is raised here, and leaving early stops the thread."""
+    import queue
+    import threading
+
+    results: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in todo:
+                if stop.is_set():
+                    return
+                results.put((True, fetch(*item, pin)))
+        except BaseException as exc:  # handed to the consumer
+            results.put((False, exc))
+
+    thread = threading.Thread(target=work, name="torchawp-loader", daemon=True)
+    thread.start()
+    try:
+        for _ in todo:
+            ok, value = results.get()
+            if not ok:
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a put() so the thread can see the stop
+            try:
+                results.get(timeout=0.05)
+            except queue.Empty:
+                pass

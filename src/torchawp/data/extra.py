@@ -1,4 +1,5 @@
-"""Extra (pseudo-labelled) images for RST: an ``.npz`` with ``images`` and ``labels``."""
+"""Extra images (generated or pseudo-labelled): an ``.npz`` with ``images`` and ``labels``, or
+an image store (a directory made by ``torchawp data import``), read by memory mapping."""
 
 from __future__ import annotations
 
@@ -17,10 +18,20 @@ def load_extra(path: str | Path, num_classes: int, in_channels: int, image_size:
                labels_required: bool = True) -> ArrayDataset:
     """Read an extra-data ``.npz``: ``images`` uint8 (N, H, W, C) or (N, C, H, W) or float in
     [0, 1], ``labels`` int in [0, num_classes). Shapes must match the labelled data. With
-    ``labels_required=False`` (images to pseudo-label) missing labels read as zeros."""
+    ``labels_required=False`` (images to pseudo-label) missing labels read as zeros. A folder
+    is an image store (``torchawp data import``): its train split, left on disk."""
     path = Path(path)
+    if path.is_dir():
+        from .store import open_store
+
+        store = open_store(path)
+        if store.shape != (in_channels, image_size, image_size):
+            raise DataError(f"store {path} holds {store.shape} images (C, H, W), the labelled "
+                            f"data {(in_channels, image_size, image_size)}")
+        return store.split("train", num_classes)
     if not path.is_file():
-        raise DataError(f"extra data {path} not found; make it with `torchawp pseudo-label`")
+        raise DataError(f"extra data {path} not found; make an .npz with `torchawp pseudo-label`, "
+                        f"or a store with `torchawp data import`")
     try:
         with np.load(path, allow_pickle=False) as npz:
             images = npz["images"]

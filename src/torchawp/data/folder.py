@@ -13,6 +13,7 @@ import torch
 
 from ..errors import DataError
 from .base import ArrayDataset, DatasetInfo, register_dataset
+from .stats import channel_stats
 
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -79,10 +80,9 @@ def load_folder(root: Path, image_size: Optional[int] = None):
     if x_train.shape[2] != x_train.shape[3]:
         raise DataError(f"images in {root} are {x_train.shape[2]} x {x_train.shape[3]}; "
                         f"torchawp's models take square images: set data.image_size")
-    scaled = x_train.float().div_(255)
+    mean, std = channel_stats(x_train.numpy())
     info = DatasetInfo("folder", len(classes), x_train.shape[1], x_train.shape[2],
-                       mean=scaled.mean(dim=(0, 2, 3)).tolist(),
-                       std=scaled.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist(), augment="none")
+                       mean=mean, std=std, augment="none")
     return (ArrayDataset(x_train, y_train, len(classes)),
             ArrayDataset(x_test, y_test, len(classes)), info)
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import DataError
 from .base import ArrayDataset, DatasetInfo, register_dataset
+from .stats import channel_stats
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -75,9 +76,7 @@ def load_npz(data_dir: Path):
     if len(y_test) and y_test.max() >= classes:
         raise DataError(f"{path}: y_test has class {int(y_test.max())}, which y_train never "
                         f"uses (classes 0..{classes - 1}); every test class must be trained")
-    train_f = torch.from_numpy(x_train).float().div_(255 if x_train.dtype == np.uint8 else 1)
-    mean = train_f.mean(dim=(0, 2, 3)).tolist()
-    std = train_f.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+    mean, std = channel_stats(x_train)  # in chunks, float64: no float copy of the set
     channels, size = x_train.shape[1], x_train.shape[2]
     info = DatasetInfo("npz", classes, channels, size, mean=mean, std=std, augment="none")
     return (ArrayDataset(torch.from_numpy(x_train), torch.from_numpy(y_train), classes),

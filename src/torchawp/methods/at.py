@@ -5,10 +5,11 @@ import torch.nn.functional as F
 from .base import LossOutput, MethodSpec, register_method
 
 
-def at_loss(model, x, x_adv, y, beta):
-    """``CE(f(x_adv), y)``; ``x`` and ``beta`` are unused."""
+def at_loss(model, x, x_adv, y, beta, label_smoothing=0.0):
+    """``CE(f(x_adv), y)`` (optionally label-smoothed); ``x`` and ``beta`` are unused."""
     logits_adv = model(x_adv)
-    return LossOutput(F.cross_entropy(logits_adv, y), logits_adv)
+    return LossOutput(F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing),
+                      logits_adv)
 
 
 AT = register_method(MethodSpec(

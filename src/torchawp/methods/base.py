@@ -39,7 +39,9 @@ class MethodSpec:
         random_start: uniform (Madry/Rice) or normal (0.001 N(0,1), TRADES/MART).
         bn_mode: BatchNorm mode while crafting (train for AT as in Rice et al.; eval otherwise).
         awp_gamma, awp_warmup: the authors' AWP defaults for this method.
-        needs_extra_data: RST: batches mix in pseudo-labelled extra data.
+        needs_extra_data: RST: batches mix in pseudo-labelled extra data (every method may
+            use extra data; this one requires it).
+        label_smoothing: the loss takes ``label_smoothing=`` for its cross-entropy terms.
         paper: the reference.
         authors_bn_mode, authors_forwards, authors_clean_forward: what ``bn_updates:
             authors`` changes to run the train-mode forwards of the authors' loop, in their
@@ -55,6 +57,7 @@ class MethodSpec:
     awp_gamma: float = 0.005
     awp_warmup: int = 10
     needs_extra_data: bool = False
+    label_smoothing: bool = True
     paper: str = ""
     authors_bn_mode: Optional[str] = None
     authors_forwards: Optional[tuple] = None

@@ -25,5 +25,6 @@ def mart_loss(model, x, x_adv, y, beta):
 
 MART = register_method(MethodSpec(
     name="mart", loss=mart_loss, attack_loss="ce", random_start="normal", bn_mode="eval",
-    awp_gamma=0.005, awp_warmup=10, paper="Wang et al. 2020 (ICLR, openreview rklOg6EFwS)",
+    awp_gamma=0.005, awp_warmup=10, label_smoothing=False,
+    paper="Wang et al. 2020 (ICLR, openreview rklOg6EFwS)",
 ))

@@ -5,10 +5,10 @@ import torch.nn.functional as F
 from .base import LossOutput, MethodSpec, register_method
 
 
-def standard_loss(model, x, x_adv, y, beta):
+def standard_loss(model, x, x_adv, y, beta, label_smoothing=0.0):
     """``CE(f(x), y)``; no adversarial examples (``x_adv`` is ``x``)."""
     logits = model(x)
-    return LossOutput(F.cross_entropy(logits, y), logits)
+    return LossOutput(F.cross_entropy(logits, y, label_smoothing=label_smoothing), logits)
 
 
 STANDARD = register_method(MethodSpec(

@@ -5,9 +5,10 @@ import torch.nn.functional as F
 from .base import LossOutput, MethodSpec, register_method
 
 
-def trades_loss(model, x, x_adv, y, beta, forwards=("x", "x_adv")):
+def trades_loss(model, x, x_adv, y, beta, forwards=("x", "x_adv"), label_smoothing=0.0):
     """``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``, KL averaged over the batch, gradients
-    through both softmaxes.
+    through both softmaxes. ``label_smoothing`` smooths the CE term only (as Wang et al.'s
+    generated-data code does); the KL term and the attack are unchanged.
 
     ``forwards`` is the order of the train-mode forwards: two by default (x, then x_adv). The
     authors' loops run three, which changes only BatchNorm running statistics (the outputs of
@@ -20,7 +21,8 @@ def trades_loss(model, x, x_adv, y, beta, forwards=("x", "x_adv")):
     logits, logits_adv = outputs["x"][-1], outputs["x_adv"][0]
     kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(outputs["x"][0], dim=1),
                   reduction="batchmean")
-    return LossOutput(F.cross_entropy(logits, y) + beta * kl, logits_adv)
+    return LossOutput(F.cross_entropy(logits, y, label_smoothing=label_smoothing) + beta * kl,
+                      logits_adv)
 
 
 TRADES = register_method(MethodSpec(

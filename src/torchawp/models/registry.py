@@ -109,7 +109,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, image_s
     try:
         net = MODELS[name](num_classes=num_classes, in_channels=in_channels,
                            image_size=image_size, **kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad model_args for {name}: {exc}") from None
     return NormalizedModel(net, mean, std, dict(spec, mean=mean, std=std))
 
