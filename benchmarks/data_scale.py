@@ -22,6 +22,7 @@ figure. The store is deleted at the end, whatever happens.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -92,17 +94,72 @@ def synthetic_store(path: Path, n_train: int, n_test: int, seed: int = 0) -> dic
     return card
 
 
-def drop_from_page_cache(path: Path) -> bool:
-    try:
-        os.sync()
-        fd = os.open(path, os.O_RDONLY)
+def dm_npz(path: Path, n: int, seed: int = 2) -> None:
+    """A DM-Improves-AT ``.npz`` (``image`` uint8 N x 32 x 32 x 3, ``label``), streamed into
+    the zip archive chunk by chunk (never held whole)."""
+    import zipfile
+
+    rng = np.random.default_rng(seed)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        with zf.open("image.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False,
+                                                     "shape": (n, 32, 32, 3)})
+            for start in range(0, n, CHUNK):
+                f.write(rng.integers(0, 256, (min(CHUNK, n - start), 32, 32, 3),
+                                     dtype=np.uint8).tobytes())
+        with zf.open("label.npy", "w") as f:
+            np.save(f, rng.integers(0, 10, n))
+
+
+def import_peak(src: Path, out: Path) -> dict:
+    """``torchawp data import SRC --out OUT`` in its own process: seconds and peak RssAnon."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "torchawp.cli", "data", "import", str(src),
+                             "--out", str(out), "--progress", "false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    status, peak = Path(f"/proc/{proc.pid}/status"), 0
+    while proc.poll() is None:
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-        return True
+            for line in status.read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:
+            break
+        time.sleep(0.02)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.read().decode()[-2000:])
+    return {"seconds": time.perf_counter() - start, "peak_rss_anon_bytes": peak}
+
+
+def page_cache_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Cached:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def drop_from_page_cache(files) -> Optional[str]:
+    """Evict the store's pages (nothing may map them any more): the kernel's drop_caches where
+    this process may write it (root), else ``posix_fadvise(DONTNEED)`` on each file. Returns
+    the method that ran, or None."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+        return "drop_caches"
+    except OSError:
+        pass
+    try:
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+        return "posix_fadvise"
     except (AttributeError, OSError):
-        return False
+        return None
 
 
 def loader_rate(data, batches: int, batch_size: int = 512) -> float:
@@ -164,6 +221,8 @@ def main() -> int:
     parser.add_argument("--dir", default=None, help="where the store goes (default: beside "
                                                     "this checkout, on its disk)")
     parser.add_argument("--loader-batches", type=int, default=200)
+    parser.add_argument("--npz-images", type=int, default=1_000_000,
+                        help="images of the DM-format .npz imported (0: skip)")
     parser.add_argument("--steps", type=int, default=30, help="small CNN training steps")
     parser.add_argument("--prn18-steps", type=int, default=3, help="0: skip PreActResNet-18")
     parser.add_argument("--json", default=str(RESULTS))
@@ -194,15 +253,32 @@ def main() -> int:
         train = open_store(store).split("train")
         rates = {}
         rates["warm"] = loader_rate(train, args.loader_batches)
-        cold = drop_from_page_cache(store / "train_images.npy")
-        rates["cold"] = loader_rate(train, args.loader_batches) if cold else None
         first = train.subset(torch.arange(min(50_000, len(train))))
         rates["store_first_50k"] = loader_rate(first, args.loader_batches)
         rates["memory_first_50k"] = loader_rate(first.load(), args.loader_batches)
+        del train, first  # unmapped: mapped pages cannot be evicted
+        gc.collect()
+        before = page_cache_bytes()
+        method = drop_from_page_cache(sorted(store.iterdir()))
+        out["cold_cache"] = {"method": method, "page_cache_before_bytes": before,
+                             "page_cache_after_bytes": page_cache_bytes()}
+        train = open_store(store).split("train")
+        rates["cold"] = loader_rate(train, args.loader_batches) if method else None
         out["loader_images_per_second"] = rates
         print("loader (gather + float + crop-flip, batch 512), images/s: " + ", ".join(
             f"{k} {v:,.0f}" for k, v in rates.items() if v is not None), flush=True)
 
+        if args.npz_images:  # a DM-format .npz through `torchawp data import`
+            npz = root / "dm.npz"
+            dm_npz(npz, args.npz_images)
+            result = import_peak(npz, root / "dm_store")
+            out["dm_npz_import"] = {"images": args.npz_images,
+                                    "npz_bytes": npz.stat().st_size, **result}
+            shutil.rmtree(root / "dm_store")
+            npz.unlink()
+            print(f"data import of a {args.npz_images:,}-image DM .npz: {result['seconds']:.0f} s, "
+                  f"peak private memory {result['peak_rss_anon_bytes'] / 2**20:.0f} MiB",
+                  flush=True)
         out["training"] = [training_steps(store, "small_cnn", 128, args.steps, {})]
         if args.prn18_steps:
             out["training"].append(
@@ -230,13 +306,22 @@ def render(out: dict) -> str:
             f"| writing it (import path: chunks, SHA-256, mean/std) | {imp['seconds']:.0f} s, "
             f"{imp['images_per_second']:,.0f} images/s, peak private memory "
             f"{gib(imp['peak_rss_anon_bytes'])} |"]
-    names = {"warm": "loader, warm store (page cache)", "cold": "loader, cold store (pages "
-             "dropped)", "store_first_50k": "loader, store, first 50,000 images",
-             "memory_first_50k": "loader, the same 50,000 in memory"}
+    cold = out.get("cold_cache") or {}
+    dropped = (f"{cold['method']}: page cache {cold['page_cache_before_bytes'] / 1e9:.1f} -> "
+               f"{cold['page_cache_after_bytes'] / 1e9:.1f} GB" if cold.get("method") else "")
+    names = {"warm": "loader, warm store (in the page cache), random rows of all 4M",
+             "store_first_50k": "loader, store, first 50,000 images",
+             "memory_first_50k": "loader, the same 50,000 in memory",
+             "cold": f"loader, cold store ({dropped}), random rows"}
     for key, name in names.items():
         value = rates.get(key)
         rows.append(f"| {name} | " + (f"{value:,.0f} images/s |" if value else
                                       "not measurable here |"))
+    if "dm_npz_import" in out:
+        d = out["dm_npz_import"]
+        rows.append(f"| torchawp data import of a {d['images']:,}-image DM-Improves-AT .npz "
+                    f"({d['npz_bytes'] / 1e9:.1f} GB) | {d['seconds']:.0f} s, peak private "
+                    f"memory {gib(d['peak_rss_anon_bytes'])} |")
     for r in out["training"]:
         rows.append(f"| {r['model']} AT-AWP, batch {r['batch']}, {r['steps']} steps from the "
                     f"store | {r['step_seconds']:.3f} s a step, waiting for data "

@@ -77,12 +77,15 @@ def test_data_scale_dry_run_measures_and_deletes_its_store(tmp_path):
 
     out = tmp_path / "scale.json"
     text = run("data_scale.py", "--images", "3000", "--test-images", "1100", "--loader-batches",
-               "2", "--steps", "2", "--prn18-steps", "0", "--dir", str(tmp_path), "--json",
+               "2", "--steps", "2", "--prn18-steps", "0", "--npz-images", "2000", "--dir",
+               str(tmp_path), "--json",
                str(out))
     report = json.loads(out.read_text())
     assert report["import"]["bytes_on_disk"] > 3000 * 3072
     assert all(v > 0 for v in report["loader_images_per_second"].values() if v is not None)
     assert report["training"][0]["peak_rss_anon_bytes"] > 0
+    assert report["dm_npz_import"]["images"] == 2000
+    assert report["dm_npz_import"]["peak_rss_anon_bytes"] > 0
     assert 0 <= report["training"][0]["wait_share"] < 1
     assert "the store was deleted" in text
     assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # no store left behind

@@ -307,3 +307,22 @@ def test_data_info_prints_the_card(digits_store):
     assert result.returncode == 0
     card = json.loads(result.stdout)
     assert card["splits"]["train"]["count"] == 1203 and card["splits"]["test"]["count"] == 594
+
+
+@pytest.mark.parametrize("padding", ["zero", "reflect"])
+@pytest.mark.parametrize("kind", ["crop", "crop-flip"])
+def test_augmentation_on_uint8_equals_padding_then_cropping_floats(padding, kind):
+    """The loader augments uint8 batches by index arithmetic; the reference pads the float
+    images with torch's own padding, crops them and flips them."""
+    from torchawp.data.base import apply_augmentation, draw_augmentation, to_float
+
+    x = torch.randint(0, 256, (64, 3, 10, 10), dtype=torch.uint8)
+    dy, dx, flip = draws = draw_augmentation(64, kind, torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(to_float(x), (4, 4, 4, 4),
+                                     mode="reflect" if padding == "reflect" else "constant")
+    expected = torch.stack([padded[i, :, dy[i]:dy[i] + 10, dx[i]:dx[i] + 10]
+                            for i in range(64)])
+    if flip is not None:
+        expected = torch.where(flip[:, None, None, None], expected.flip(3), expected)
+    assert torch.equal(to_float(apply_augmentation(x, draws, padding)), expected)
+    assert torch.equal(apply_augmentation(to_float(x), draws, padding), expected)

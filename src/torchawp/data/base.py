@@ -168,21 +168,27 @@ def draw_augmentation(n: int, kind: str, generator: torch.Generator, pad: int = 
 def apply_augmentation(x: torch.Tensor, draws, padding: str = "zero",
                        pad: int = 4) -> torch.Tensor:
     """Crop (the image padded by ``pad`` px, with zeros or by reflection) and flip ``x`` as
-    ``draws`` (from :func:`draw_augmentation`) say."""
+    ``draws`` (from :func:`draw_augmentation`) say. Pure indexing, so it runs on uint8 images
+    as well as on floats (4x less memory traffic) with the same result: two gathers, rows then
+    columns, with the flip folded into the column index and the padding into both."""
     if draws is None:
         return x
     dy, dx, flip = (d.to(x.device) if d is not None else None for d in draws)
     n, c, h, w = x.shape
-    mode = "reflect" if padding == "reflect" else "constant"
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    x = padded[batch, chan, rows, cols]
+    rows = dy[:, None] + torch.arange(h, device=x.device) - pad  # in the unpadded image
+    cols = dx[:, None] + torch.arange(w, device=x.device) - pad
     if flip is not None:
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    inside = None
+    if padding == "reflect":  # -1 -> 1, h -> h - 2, as torch's reflection padding
+        rows = torch.where(rows < 0, -rows, torch.where(rows >= h, 2 * (h - 1) - rows, rows))
+        cols = torch.where(cols < 0, -cols, torch.where(cols >= w, 2 * (w - 1) - cols, cols))
+    else:  # zeros outside the image
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    out = x.gather(2, rows[:, None, :, None].expand(n, c, h, w))
+    out = out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+    return out.masked_fill(~inside[:, None], 0) if inside is not None else out
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator,
@@ -291,10 +297,14 @@ class BatchLoader:
         fetched = (_prefetched(self._fetch, todo, pin, self.prefetch) if mapped
                    else (self._fetch(i, e, False) for i, e in todo))
         for i, parts in enumerate(fetched, start):
-            x = torch.cat([to_float(p[0].to(device, non_blocking=pin)) for p in parts])
+            raw = [p[0].to(device, non_blocking=pin) for p in parts]
+            if len({r.dtype for r in raw}) > 1:  # uint8 beside float: scale before joining
+                raw = [to_float(r) for r in raw]
+            x = torch.cat(raw)
             y = torch.cat([p[1].to(device, non_blocking=pin) for p in parts])
             draws = draw_augmentation(len(x), self.augment, self.generator)
-            yield i, apply_augmentation(x, draws, self.padding), y
+            # augmenting is indexing: on uint8 it moves a quarter of the bytes, same result
+            yield i, to_float(apply_augmentation(x, draws, self.padding)), y
 
 
 def _prefetched(fetch, todo: list, pin: bool, depth: int) -> Iterator:

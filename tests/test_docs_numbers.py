@@ -1,0 +1,26 @@
+"""The measured tables in the docs are renderings of committed result files: a changed result
+without a re-rendered page (or a hand-edited number) fails here."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(relative: str):
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script, results, page", [
+    ("benchmarks/data_scale.py", "benchmarks/results/data_scale.json", "docs/scale.md"),
+    ("experiments/ema_study.py", "experiments/results/ema_study.json", "docs/scale.md"),
+])
+def test_the_docs_table_is_the_rendering_of_its_results_file(script, results, page):
+    table = _script(script).render(json.loads((ROOT / results).read_text()))
+    assert table.strip() in (ROOT / page).read_text()
