@@ -22,6 +22,7 @@ def test_export_round_trips_the_logits(run, tmp_path, capsys):
     out = tmp_path / "model.pt"
     assert main(["export", str(run.run_dir), "--which", "last", "--out", str(out),
                  "--program"]) == 0, capsys.readouterr().err
+    assert ".pt2" not in capsys.readouterr().err  # no warning about the temporary file's name
     card = json.loads((tmp_path / "model.json").read_text())
     assert card["epoch"] == 1 and card["dataset"]["name"] == "digits"
     assert card["threat_model"]["norm"] == "linf" and card["threat_model"]["eps"] == 0.2

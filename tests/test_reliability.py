@@ -171,7 +171,7 @@ def test_metrics_file_is_valid_json_lines_after_every_epoch(tmp_path):
     result = torchawp.train(tiny_config(tmp_path / "run", epochs=2))
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2
-    assert not [p for p in result.run_dir.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in result.run_dir.iterdir() if ".tmp" in p.name]
 
 
 def test_crash_between_the_renames_of_a_save_still_resumes_exactly(tmp_path, reference):

@@ -63,7 +63,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp_path)``, fsync, then rename over ``path`` (never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the temporary file keeps the suffix: writers such as torch.export.save warn otherwise
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         write(Path(tmp))

@@ -131,7 +131,7 @@ class RunDir:
         atomic_write(self.path / "metrics.jsonl", lambda tmp: tmp.write_text(text))
 
     def remove_stale_temporaries(self) -> None:
-        for stale in self.path.glob(".*.tmp"):  # half-written by a killed process
+        for stale in self.path.glob(".*.tmp*"):  # half-written by a killed process
             stale.unlink(missing_ok=True)
 
     def save(self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any],
