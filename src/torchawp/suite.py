@@ -49,7 +49,11 @@ def _open_state(state_dir: Path, fingerprint: dict) -> None:
 # Run on every example even in the cascade: PGD-20 is the training table's number and the gap's;
 # AutoAttack is the number the field reports, cascades internally already (a subset saved 3% of
 # its time on digits) and draws its random starts per call, so a subset would change its result.
-ON_EVERY_EXAMPLE = ("pgd20", "autoattack")
+ON_EVERY_EXAMPLE = ("pgd20", "autoattack", "autoattack-plus", "autoattack-rand")
+
+
+def _is_autoattack(name: str) -> bool:
+    return name.startswith("autoattack")
 
 
 def _cost(name: str, restarts: int) -> int:
@@ -109,10 +113,10 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     masks = {"clean": measure("clean")[0]}
     everywhere = list(attacks) if per_attack else [n for n in attacks if n in ON_EVERY_EXAMPLE]
     for name in everywhere:
-        if name != "autoattack":  # last: the white-box cascade must not skip what only it broke
+        if not _is_autoattack(name):  # last: the cascade must not skip what only it broke
             masks[name] = measure(name)[0]
     white_box = torch.stack(list(masks.values())).all(0)
-    cascade, done = [], [n for n in everywhere if n != "autoattack"]
+    cascade, done = [], [n for n in everywhere if not _is_autoattack(n)]
     for name in sorted((n for n in attacks if n not in everywhere),
                        key=lambda n: _cost(n, restarts)):
         attacked = white_box.clone()
@@ -122,9 +126,9 @@ def run_suite(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         "broken": int(attacked.sum() - white_box.sum()), "seconds": seconds})
         done.append(name)
     robust = white_box.clone()
-    if "autoattack" in everywhere:
-        masks["autoattack"] = measure("autoattack")[0]
-        robust &= masks["autoattack"]
+    for name in filter(_is_autoattack, everywhere):
+        masks[name] = measure(name)[0]
+        robust &= masks[name]
     order = ["clean", *attacks]
     return {"n": len(y), "accuracy": {n: fraction(masks[n]) for n in order if n in masks},
             "robust_acc": fraction(robust), "robust": robust, "white_box_robust": white_box,

@@ -29,7 +29,8 @@ class AutoAttack(Attack):
     Args:
         norm: ``"linf"`` or ``"l2"``.
         eps: radius, pixel units.
-        version: ``"standard"`` (default) or ``"custom"`` with ``attacks``.
+        version: ``"standard"`` (default), ``"plus"``, ``"rand"`` (randomised defences:
+            expectation over transformations) or ``"custom"`` with ``attacks``.
         attacks: for ``custom``: a subset of apgd-ce, apgd-t, fab-t, square, apgd-dlr, fab.
         seed: the attacks' seed (default 0).
         square_queries: query budget of Square (None: the reference's 5000).

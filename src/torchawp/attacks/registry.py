@@ -32,6 +32,13 @@ ATTACKS: dict[str, AttackEntry] = {
     "autoattack": AttackEntry(lambda t, k, r, s: AutoAttack(t.norm, t.eps, seed=s),
                               "standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; "
                               "pyautoattack)"),
+    "autoattack-plus": AttackEntry(
+        lambda t, k, r, s: AutoAttack(t.norm, t.eps, version="plus", seed=s),
+        "AutoAttack+ (restarts, untargeted FAB and Square with more queries)"),
+    "autoattack-rand": AttackEntry(
+        lambda t, k, r, s: AutoAttack(t.norm, t.eps, version="rand", seed=s),
+        "AutoAttack for randomised defences (APGD-CE and APGD-DLR with expectation over "
+        "transformations)"),
 }
 
 

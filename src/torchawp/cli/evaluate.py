@@ -15,6 +15,9 @@ from ..evaluate import EVAL_SEED
 from ..pseudo_label import pseudo_label_file
 from ..report import cascade_line, format_table, write_report
 from ..rundir import exclusive_lock
+from ..data import load_splits
+from ..robustbench import checkpoint_path, load_robustbench
+from ..runtime import resolve_device
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
 from .common import integer, log, number, parse
 
@@ -34,7 +37,10 @@ def cmd_eval(argv: list[str]) -> int:
                         help=f"{attack_names()} (K: steps; default: "
                              f"{' '.join(DEFAULT_ATTACKS)}; torchawp list explains each)")
     parser.add_argument("--autoattack", action="store_true",
-                        help="add standard AutoAttack (needs the autoattack extra; slow on CPU)")
+                        help="add AutoAttack (needs the autoattack extra; slow on CPU)")
+    parser.add_argument("--autoattack-version", choices=["standard", "plus", "rand"],
+                        default="standard", help="with --autoattack: standard (the "
+                        "leaderboards'), plus, or rand (for randomised defences)")
     parser.add_argument("--n-examples", type=integer(1), default=None,
                         help="first N test images")
     parser.add_argument("--restarts", type=integer(1), default=1, help="PGD/CW random restarts")
@@ -74,12 +80,23 @@ def cmd_eval(argv: list[str]) -> int:
     foreign.add_argument("--normalize", nargs=2, metavar=("MEAN", "STD"), default=None,
                          help="the model expects normalised input: wrap it with these "
                               "per-channel values (comma lists) so attacks work in [0, 1]")
+    zoo = parser.add_argument_group(
+        "a RobustBench zoo entry, from its checkpoint on disk (instead of PATH)")
+    zoo.add_argument("--robustbench", default=None, metavar="NAME",
+                     help="e.g. Wu2020Adversarial (the AWP paper's TRADES-AWP WRN-34-10); read "
+                          "from MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded")
+    zoo.add_argument("--dataset", default="cifar10", help="its dataset (default cifar10)")
+    zoo.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"],
+                     help="its leaderboard (default Linf: eps 8/255; L2: 0.5)")
+    zoo.add_argument("--model-dir", default="models", help="RobustBench's model folder")
     args = parse(parser, argv)
     attacks = list(dict.fromkeys(args.attacks or DEFAULT_ATTACKS))  # each once, in order
-    if args.autoattack and "autoattack" not in attacks:
-        attacks.append("autoattack")
+    if args.autoattack:
+        version = {"standard": "autoattack"}.get(args.autoattack_version,
+                                                 f"autoattack-{args.autoattack_version}")
+        attacks += [version] if version not in attacks else []
     check_attack_names(attacks)
-    if "autoattack" in attacks and not autoattack_available():
+    if any(a.startswith("autoattack") for a in attacks) and not autoattack_available():
         raise ConfigError("AutoAttack needs the optional extra: pip install "
                           "'torchawp[autoattack]' (the pyautoattack package)")
     args.backdoor = None
@@ -90,6 +107,8 @@ def cmd_eval(argv: list[str]) -> int:
         args.backdoor = (Trigger.parse(args.trigger), args.target)
     if args.model is not None:
         return _eval_foreign(args, attacks)
+    if args.robustbench is not None:
+        return _eval_robustbench(args, attacks)
     if args.path is None:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
                           "--weights, --data and --eps for a model torchawp did not train")
@@ -151,14 +170,41 @@ def _eval_foreign(args, attacks) -> int:
     model, splits, threat = load_foreign(args.model, args.weights, args.data, threat,
                                          model_args, normalize, args.data_dir, args.device)
     out_dir = Path(args.out) if args.out else Path(args.weights).parent
+    return _evaluate_one(args, attacks, model, splits, threat, args.weights, "model", out_dir)
+
+
+def _eval_robustbench(args, attacks) -> int:
+    """``torchawp eval --robustbench NAME``: the entry's threat model unless ``--eps`` /
+    ``--norm`` say otherwise; the report names the entry and its file's SHA-256."""
+    if args.path is not None:
+        raise ConfigError("--robustbench names the model to evaluate; drop PATH")
+    model, threat = load_robustbench(args.robustbench, args.dataset, args.threat_model,
+                                     args.model_dir)
+    if args.eps is not None:
+        threat = threat.scaled(args.eps)
+    if args.norm is not None:
+        threat = Threat(args.norm, threat.eps, threat.step_size)
+    model = model.to(resolve_device(args.device))
+    splits = load_splits(args.dataset, args.data_dir)
+    path = checkpoint_path(args.robustbench, args.dataset, args.threat_model, args.model_dir)
+    out_dir = Path(args.out) if args.out else path.parent / args.robustbench
+    reported = model.checkpoint_meta["robustbench"]["reported"]
+    if reported:
+        print(f"{args.robustbench}: the paper reports {reported[0]:.2f}% clean, "
+              f"{reported[1]:.2f}% AutoAttack")
+    return _evaluate_one(args, attacks, model, splits, threat, path, args.robustbench, out_dir)
+
+
+def _evaluate_one(args, attacks, model, splits, threat, source, which, out_dir) -> int:
+    """Evaluate one model that is not a run's checkpoint; write and print its report."""
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
-        results = [evaluate_model(model, splits, threat, str(args.weights), "model", attacks,
+        results = [evaluate_model(model, splits, threat, str(source), which, attacks,
                                   args.n_examples, restarts=args.restarts, seed=args.seed,
                                   checks=not args.no_checks,
-                                  state_dir=out_dir / "eval_state" / "model", log=log,
+                                  state_dir=out_dir / "eval_state" / which, log=log,
                                   backdoor=args.backdoor, per_attack=args.per_attack)]
         paths = write_report(results, out_dir)
-    _print(args.weights, results, attacks, paths, 1)
+    _print(source, results, attacks, paths, 1)
     return 0
 
 
@@ -166,7 +212,7 @@ def _print(source, results, attacks, paths, evaluated: int) -> None:
     first = results[0]
     tm = first["threat_model"]
     print(f"{source}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
-          f"{tm['eps']:.4g}" + ("" if "autoattack" in attacks else
+          f"{tm['eps']:.4g}" + ("" if any(a.startswith("autoattack") for a in attacks) else
                                 "; AutoAttack not run (add --autoattack)"))
     print(format_table(results))
     for r in results[:evaluated]:

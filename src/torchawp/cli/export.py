@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+import json
+from pathlib import Path
+
+from ..checkpoint import resolve_checkpoint
+from ..errors import ConfigError
 from ..export import export
+from ..robustbench import CARD_FIELDS, export_robustbench
+from ..suite import load_for_eval
 from .common import parse
 
 
@@ -18,11 +25,51 @@ def cmd_export(argv: list[str]) -> int:
     parser.add_argument("--which", choices=["best", "last", "ema", "ema_best", "ema_last"],
                         default="best", help="which checkpoint of a run (ema: the weight "
                                              "average's best, from a run trained with --ema)")
-    parser.add_argument("--out", required=True, help="the state dict to write (model.pt); the "
-                                                     "card goes beside it as model.json")
+    parser.add_argument("--out", default=None, help="the state dict to write (model.pt); the "
+                                                    "card goes beside it as model.json")
     parser.add_argument("--program", action="store_true",
                         help="also a torch.export program (model.pt2), batch size dynamic")
+    rb = parser.add_argument_group("RobustBench's layout and card (instead of --out)")
+    rb.add_argument("--robustbench", default=None, metavar="NAME",
+                    help="write MODEL_DIR/DATASET/THREAT/NAME.pt and "
+                         "MODEL_DIR/model_info/DATASET/THREAT/NAME.json from the run's eval.json")
+    rb.add_argument("--model-dir", default="models")
+    rb.add_argument("--partial", action="store_true",
+                    help="allow a card from AutoAttack on part of the test set (said in its "
+                         "footnote)")
     args = parse(parser, argv)
+    if args.robustbench is not None:
+        return _export_robustbench(args)
+    if args.out is None:
+        raise ConfigError("torchawp export needs --out FILE.pt, or --robustbench NAME")
     card = export(args.path, args.out, args.which, args.program)
     print(f"{card['source']} (epoch {card['epoch']}) -> " + ", ".join(card["files"].values()))
+    return 0
+
+
+def _export_robustbench(args) -> int:
+    """``torchawp export RUN --robustbench NAME``: the checkpoint that ``eval`` measured."""
+    which = "ema_best" if args.which == "ema" else args.which
+    source = resolve_checkpoint(args.path, which)
+    report = Path(args.path) / "eval.json" if Path(args.path).is_dir() else \
+        source.parent / "eval.json"
+    rows = json.loads(report.read_text()) if report.is_file() else []
+    row = next((r for r in rows if r.get("which") == which), None)
+    if row is None:
+        raise ConfigError(f"{report} has no evaluation of the {which} checkpoint; run torchawp "
+                          f"eval {args.path} --which {which} --autoattack first")
+    model, splits, _ = load_for_eval(args.path, which, "cpu")
+    if row.get("weights_sha256") != model.checkpoint_meta.get("sha256"):
+        raise ConfigError(f"{report} evaluated other weights than {source} holds now; "
+                          f"evaluate again before exporting")
+    extra = bool(((model.checkpoint_meta.get("config") or {}).get("data") or {}).get(
+        "extra_data"))
+    written = export_robustbench(model, args.robustbench, args.model_dir, row, len(splits.test),
+                                 extra, args.partial)
+    card = written["card"]
+    print(f"{source} -> {written['weights']}, {written['model_info']}")
+    print(f"clean {card['clean_acc']}%, AutoAttack {card['autoattack_acc']}% on {row['n']} "
+          f"images, eps {card['eps']}, {card['architecture']}")
+    left = [k for k in CARD_FIELDS if card.get(k) == ""]
+    print(f"fill in by hand: {', '.join(left)}")
     return 0

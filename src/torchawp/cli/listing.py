@@ -9,6 +9,7 @@ from ..recipes import RECIPE_DIR
 from ..data import DATASETS
 from ..methods import METHODS, method_names
 from ..models import MODELS
+from ..robustbench import ZOO
 from .common import parse
 
 
@@ -29,4 +30,7 @@ def cmd_list(argv: list[str]) -> int:
     for name, entry in ATTACKS.items():
         print(f"  {name:<10} {entry.meaning}")
     print("recipes:  " + ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))))
+    print("RobustBench entries torchawp maps onto its WideResNet (--robustbench NAME):")
+    for (dataset, threat), entries in ZOO.items():
+        print(f"  {dataset} {threat}: " + ", ".join(sorted(entries)))
     return 0

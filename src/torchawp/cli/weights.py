@@ -7,13 +7,16 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from ..attacks import PGD, Threat
+from ..data import load_splits
 from ..errors import ConfigError
 from ..flatness import average_case_flatness, worst_case_flatness
 from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
+from ..robustbench import load_robustbench
 from ..rundir import RunDir
+from ..runtime import resolve_device
 from ..suite import load_for_eval
 from .common import integer, log, number, parse
 
@@ -60,7 +63,7 @@ def _checkpoints(paths: list[str], which: str,
 
 def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("paths", nargs="+", help="run directories or .safetensors checkpoints")
+    parser.add_argument("paths", nargs="*", help="run directories or .safetensors checkpoints")
     parser.add_argument("--which", choices=["best", "last", "both", "ema", "ema_best",
                                             "ema_last"], default="best",
                         help="for a run directory: which checkpoint (both: best and last; ema: "
@@ -78,6 +81,13 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
     parser.add_argument("--out", default=".", help="folder for the PNG/CSV/JSON outputs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
+    zoo = parser.add_argument_group("RobustBench zoo entries, from their checkpoints on disk")
+    zoo.add_argument("--robustbench", action="append", default=[], metavar="NAME",
+                     help="a zoo entry (repeatable), e.g. Wu2020Adversarial; read from "
+                          "MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded")
+    zoo.add_argument("--dataset", default="cifar10")
+    zoo.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"])
+    zoo.add_argument("--model-dir", default="models")
     return parser
 
 
@@ -86,8 +96,18 @@ def _measurements(args) -> Iterator[tuple]:
     model in eval mode, the first ``args.n_examples`` images, PGD-``args.steps`` on the
     checkpoint's training threat model (None for the clean loss)."""
     splits_wanted = ["train", "test"] if args.split == "both" else [args.split]
-    for label, path, which in _checkpoints(args.paths, args.which, args.epochs):
-        model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
+    if not args.paths and not args.robustbench:
+        raise ConfigError("name the models to measure: run directories or checkpoints, or "
+                          "--robustbench NAME")
+    for label, path, which in _checkpoints(args.paths, args.which, args.epochs) + [
+            (f"rb:{name}", name, "robustbench") for name in args.robustbench]:
+        if which == "robustbench":
+            model, threat = load_robustbench(path, args.dataset, args.threat_model,
+                                             args.model_dir)
+            model = model.to(resolve_device(args.device))
+            splits = load_splits(args.dataset, args.data_dir)
+        else:
+            model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
         attack = _robust_attack(threat, args.steps, args.pgd_restarts)
         for split in splits_wanted:
             x, y = getattr(splits, split).tensors(0, args.n_examples)
