@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .attacks import Threat
-from .checkpoint import load_state_dict_into, safe_torch_load
+from .checkpoint import atomic_write, load_state_dict_into, safe_torch_load
 from .errors import CheckpointError, ConfigError
 from .models import create_model
 
@@ -166,15 +166,12 @@ def _robustbench_importable() -> bool:
 
 def eps_text(norm: str, eps: float) -> str:
     """``8/255`` for L-inf radii on the 1/255 grid (as RobustBench writes them), else ``0.5``."""
-    fraction = Fraction(eps).limit_denominator(255)
-    if norm == "linf" and fraction.denominator == 255 and abs(float(fraction) - eps) < 1e-9:
-        return f"{fraction.numerator}/255"
     if norm == "linf" and abs(eps * 255 - round(eps * 255)) < 1e-6:
         return f"{round(eps * 255)}/255"
     return f"{eps:g}"
 
 
-ARCHITECTURES = {  # torchawp registry spec -> (RobustBench class, its name in cards, mapping)
+ARCHITECTURES = {  # torchawp's registry names that map onto a RobustBench class -> that class
     "wide_resnet": "WideResNet", "wrn34_10": "WideResNet", "wrn28_10": "WideResNet",
     "preact_resnet18": "PreActResNet",
 }
@@ -238,9 +235,6 @@ def export_robustbench(model: nn.Module, name: str, model_dir: str | Path, resul
                        dataset: Optional[str] = None) -> dict:
     """Write ``MODEL_DIR/<dataset>/<threat>/NAME.pt`` and
     ``MODEL_DIR/model_info/<dataset>/<threat>/NAME.json``; returns the card and the paths."""
-    from .checkpoint import atomic_write
-    import json
-
     state, architecture = robustbench_state(model)
     tm = result["threat_model"]
     dataset = dataset or result["dataset"]

@@ -10,13 +10,13 @@ import yaml
 from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
 from ..backdoor import Trigger
 from ..checkpoint import CHECKPOINTS, resolve_checkpoint, same_weights
+from ..data import load_splits
 from ..errors import ConfigError
 from ..evaluate import EVAL_SEED
 from ..pseudo_label import pseudo_label_file
 from ..report import cascade_line, format_table, write_report
-from ..rundir import exclusive_lock
-from ..data import load_splits
 from ..robustbench import checkpoint_path, load_robustbench
+from ..rundir import exclusive_lock
 from ..runtime import resolve_device
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
 from .common import integer, log, number, parse
