@@ -20,6 +20,8 @@ def _script(relative: str):
 @pytest.mark.parametrize("script, results, page", [
     ("benchmarks/data_scale.py", "benchmarks/results/data_scale.json", "docs/scale.md"),
     ("experiments/ema_study.py", "experiments/results/ema_study.json", "docs/scale.md"),
+    ("experiments/fashion_mnist_recipe.py", "experiments/results/fashion_mnist_recipe.json",
+     "docs/real-data.md"),
 ])
 def test_the_docs_table_is_the_rendering_of_its_results_file(script, results, page):
     table = _script(script).render(json.loads((ROOT / results).read_text()))

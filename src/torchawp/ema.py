@@ -43,10 +43,10 @@ class EMA:
         decay: e.g. 0.995 (Wang et al.), in (0, 1).
 
     ``best`` tracks the average's own best epoch on the validation split; ``net`` is what
-    evaluates it (a trainer sets its autocast / compile wrapper there).
+    evaluates it: ``wrap(module)`` (a trainer's autocast wrapper), or the module itself.
     """
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, wrap=None):
         self.decay = decay
         self.best = Best("ema_")
         self.averaged = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(decay),
@@ -54,7 +54,7 @@ class EMA:
         # the update counter lives on the CPU: AveragedModel tests it in Python every update,
         # which would be a device sync per step on a GPU
         self.averaged.n_averaged = self.averaged.n_averaged.cpu()
-        self.net = self.module
+        self.net = wrap(self.module) if wrap is not None else self.module
 
     @property
     def module(self) -> nn.Module:

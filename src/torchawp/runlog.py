@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -139,6 +140,11 @@ def summary_table(result: RunResult) -> str:
                      f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
                      f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
     return "\n".join(lines)
+
+
+def say(progress, text: str) -> None:
+    """A one-line notice on stderr, above the progress bar when there is one."""
+    (progress.write if progress is not None else print)(f"torchawp: {text}", file=sys.stderr)
 
 
 def tensorboard_writer(run_dir: Path, epochs_done: int):

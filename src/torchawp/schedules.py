@@ -1,10 +1,17 @@
-"""Learning-rate schedules: torch's own schedulers, stepped every iteration."""
+"""The optimizer and its learning-rate schedule: torch's own, stepped every iteration."""
 
 from __future__ import annotations
 
 import torch
 
 from .config import TrainConfig
+
+
+def build_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with the config's momentum (Nesterov or not) and weight decay."""
+    o = cfg.optim
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                           weight_decay=o.weight_decay, nesterov=o.nesterov)
 
 
 def build_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):

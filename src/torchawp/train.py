@@ -5,6 +5,7 @@ point that also prepares RST's self-labelled data is :func:`torchawp.engine.trai
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 import sys
 import time
@@ -16,11 +17,12 @@ from torch import nn
 
 from .attacks import PGD
 from .awp import AWP
-from .ema import EMA
 from .checkpoint import load_state_dict_into, read_weights
 from .config import TrainConfig, validate
 from .data import BatchLoader, Splits, load_extra, load_splits
+from .ema import EMA
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from .estimate import announce
 from .evaluate import evaluate_splits
 from .flatness import probe_flatness
 from .methods import get_method
@@ -28,12 +30,12 @@ from .models import create_model
 from .plots import plot_curves
 from .recipes import from_dict, to_dict
 from .rundir import RunDir, check_resumable, default_run_dir
-from .schedules import build_scheduler
-from .runlog import (Best, EpochTotals, NullWriter, RunResult, postfix, progress_bar,
+from .runlog import (Best, EpochTotals, NullWriter, RunResult, postfix, progress_bar, say,
                      tensorboard_writer)
 from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
+from .schedules import build_optimizer, build_scheduler
 
 
 class Trainer:
@@ -42,9 +44,8 @@ class Trainer:
     Args:
         cfg: the run's :class:`TrainConfig` (validated here, method defaults filled in).
         model: any ``nn.Module`` taking [0, 1] images (default: the registry's ``cfg.model``).
-        splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`).
-            RST with ``data.extra_data: auto`` needs its self-labelled extra data here: start
-            such runs with :func:`torchawp.train`, which prepares it.
+        splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`);
+            ``data.extra_data: auto`` runs start with :func:`torchawp.train`, which prepares it.
     """
 
     def __init__(self, cfg: TrainConfig, model: Optional[nn.Module] = None,
@@ -86,40 +87,30 @@ class Trainer:
         augment = d.augment if d.augment != "auto" else info.augment
         self.train_loader = BatchLoader(
             on_device(self.splits.train), d.batch_size, shuffle=True, augment=augment,
-            padding=d.crop_padding,
-            drop_last=self.dist.enabled, generator=self.data_gen, rank=self.dist.rank,
+            padding=d.crop_padding, drop_last=self.dist.enabled, generator=self.data_gen,
+            rank=self.dist.rank,
             world_size=self.dist.world_size, extra=on_device(self.splits.extra),
             extra_fraction=d.extra_fraction if self.splits.extra is not None else 0.0,
             device=self.device)
         self.steps_per_epoch = len(self.train_loader)
 
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr,
-                                         momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay,
-                                         nesterov=cfg.optim.nesterov)
+        self.optimizer = build_optimizer(self.model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
         a, w = cfg.attack, cfg.awp
         self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode,
                                        a.clamp_start)
-        authors = cfg.bn_updates == "authors"
-        self.loss_options = ({"forwards": self.spec.authors_forwards}
-                             if authors and self.spec.authors_forwards else {})
-        if cfg.optim.label_smoothing:
-            self.loss_options["label_smoothing"] = cfg.optim.label_smoothing
-        self.clean_forward = authors and self.spec.authors_clean_forward
+        self.loss_options = self.spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing)
+        self.clean_forward = cfg.bn_updates == "authors" and self.spec.authors_clean_forward
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
         self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
-                       warmup_epochs=w.warmup_epochs,
-                       finite_only=cfg.skip_nonfinite or cfg.precision == "fp16",
-                       ) if use_awp else None
-        # the weight average, and the net that evaluates it (same precision and memory format)
-        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
-        if self.ema is not None:
-            self.ema.net = execution_nets(self.ema.module, cfg.precision, False, False,
-                                          self.device, DistEnv())[0]
+                       warmup_epochs=w.warmup_epochs, finite_only=cfg.skip_nonfinite
+                       or cfg.precision == "fp16") if use_awp else None
+        # the weight average, evaluated with the model's precision and memory format
+        self.ema = EMA(self.model, cfg.ema, wrap=lambda m: execution_nets(
+            m, cfg.precision, False, False, self.device, DistEnv())[0]) if cfg.ema else None
 
         self.start_epoch = 0  # epochs done before this process started
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
@@ -130,6 +121,7 @@ class Trainer:
         self._progress = None
         self.best = Best()  # selected on the validation split
         self.history: list[dict[str, Any]] = []
+        self.estimate, self.first_step_seconds = None, None  # the run's expected time
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step; returns (loss sum, number correct) as device tensors."""
@@ -174,9 +166,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        started = time.perf_counter()
         # resuming inside an epoch, batches before self.step replay their random draws only
         for i, x, y in self.train_loader.batches(start=self.step):
             loss, correct = self.train_step(x, y, awp_on)
+            if self.first_step_seconds is None:  # one-time costs, kept out of the estimate
+                self.first_step_seconds = time.perf_counter() - started
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             self.totals.add(loss, correct, len(y))
             self.step = i + 1
@@ -319,6 +314,11 @@ class Trainer:
                 if evaluation is None:  # stopped: the checkpoint keeps the trained steps
                     return None
                 row.update({prefix + k: v for k, v in evaluation.items()})
+            row["eval_seconds"] = time.perf_counter() - start - row["train_seconds"]
+            if self.estimate is None:  # the first evaluated epoch prices the whole run
+                self.estimate = announce(cfg, self.splits, epoch, row, self.first_step_seconds,
+                                         self.steps_per_epoch, functools.partial(
+                                             say, self._progress) if self.dist.is_main else None)
         probe = cfg.eval.flatness_every
         if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
             row["flatness_avg"] = probe_flatness(

@@ -63,6 +63,16 @@ class MethodSpec:
     authors_forwards: Optional[tuple] = None
     authors_clean_forward: bool = False
 
+    def loss_options(self, bn_updates: str = "training", label_smoothing: float = 0.0) -> dict:
+        """Keyword arguments of :attr:`loss` for a run: the authors' forward order under
+        ``bn_updates: authors``, and label smoothing when asked for."""
+        options = {}
+        if bn_updates == "authors" and self.authors_forwards:
+            options["forwards"] = self.authors_forwards
+        if label_smoothing:
+            options["label_smoothing"] = label_smoothing
+        return options
+
     def attack(self, norm: str, eps: float, step_size: float, steps: int,
                bn_mode: Optional[str] = None, clamp_start: bool = True) -> Callable:
         """The method's training attack on the given threat model, called as
