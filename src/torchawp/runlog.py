@@ -131,12 +131,13 @@ def describe(cfg: TrainConfig) -> str:
 
 def summary_table(result: RunResult) -> str:
     """The end-of-run table: best and last checkpoint, clean / PGD accuracy and the gap."""
-    rows = result.rows()
-    header = f"{'checkpoint':<20}{'test clean':>12}{'test PGD':>10}{'train PGD':>11}{'gap':>8}"
+    rows = [(f"{name} (epoch {r['epoch']})", r) for name, r in result.rows()]
+    width = max(16, max(len(label) for label, _ in rows) + 1)
+    header = f"{'checkpoint':<{width}}{'test clean':>12}{'test PGD':>10}{'train PGD':>11}{'gap':>8}"
     lines = [header, "-" * len(header)]
     pct = lambda r, k: f"{100 * r[k]:.2f}" if k in r else "-"  # noqa: E731
-    for name, r in rows:
-        lines.append(f"{name + ' (epoch ' + str(r['epoch']) + ')':<20}"
+    for label, r in rows:
+        lines.append(f"{label:<{width}}"
                      f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
                      f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
     return "\n".join(lines)
