@@ -88,3 +88,35 @@ def test_the_generated_data_recipes_hold_wang_et_al_settings(name):
     assert cfg.method == ("trades-awp" if "awp" in name else "trades")
     if "awp" in name:
         assert cfg.awp.gamma == 0.005
+
+
+def test_an_old_run_that_ignored_its_extra_data_is_not_resumed_with_it(tmp_path):
+    """Before 0.3 only RST read data.extra_data; such a config (it says unlabeled_fraction)
+    with another method would now mix the data in: refused, not silently changed."""
+    old = {"method": "at", "data": {"extra_data": "extra.npz", "unlabeled_fraction": 0.5}}
+    with pytest.raises(ConfigError, match="sets data.extra_data for method at, which torchawp "
+                                          "0.2 ignored"):
+        from_dict(old, source="runs/old/config.yaml")
+    with pytest.warns(FutureWarning):  # RST always read it: the old name is just renamed
+        cfg = from_dict({"method": "rst", "data": {"extra_data": "x.npz",
+                                                   "unlabeled_fraction": 0.5}})
+    assert cfg.data.extra_fraction == 0.5
+
+
+def test_an_old_run_resumes_from_the_command_line_with_one_notice(tmp_path, capsys):
+    import torchawp
+    from torchawp.cli import main
+
+    from .helpers import tiny_config
+
+    run = torchawp.train(tiny_config(tmp_path / "run", epochs=1)).run_dir
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("extra_fraction:", "unlabeled_fraction:"))
+    assert main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("data.unlabeled_fraction is now data.extra_fraction") == 1
+    assert "extra_fraction:" in config.read_text()  # rewritten under the current name
+    config.write_text(config.read_text().replace("extra_fraction:", "unlabeled_fraction:")
+                      .replace("extra_data: null", "extra_data: extra.npz"))
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "which torchawp 0.2 ignored" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import dataclasses
 import difflib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -74,6 +74,8 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
     where = f"{prefix.rstrip('.') or 'the top level'} of {source}"
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping of fields (got {type(data).__name__})")
+    if cls is TrainConfig:
+        refuse_ignored_extra_data(data, source)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -93,8 +95,34 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
     return cls(**kwargs)
 
 
+def refuse_ignored_extra_data(data: dict, source: str) -> None:
+    """A config written before extra data served every method (it still says
+    ``unlabeled_fraction``) with ``data.extra_data`` under a method other than RST: that run
+    ignored its extra data, and reading it now would mix the data in, a different experiment."""
+    old = data.get("data") if isinstance(data.get("data"), dict) else {}
+    method = str(data.get("method", ""))
+    if "unlabeled_fraction" in old and old.get("extra_data") and not method.startswith("rst"):
+        raise ConfigError(f"{source} sets data.extra_data for method {method}, which torchawp "
+                          f"0.2 ignored (RST alone used it) and which every method now mixes "
+                          f"into its batches; to continue that run as it was, remove "
+                          f"data.extra_data there, or start a new run to use the extra data")
+
+
 # old field name -> new name; read with a one-line notice for one release
 RENAMED = {"data.unlabeled_fraction": "data.extra_fraction"}
+
+
+def with_current_names(data: dict) -> Optional[dict]:
+    """``data`` (a config as plain data) with every old field name (:data:`RENAMED`) replaced
+    by the current one; None when it uses none."""
+    out, changed = dict(data), False
+    for old, new in RENAMED.items():
+        group, key = old.split(".")
+        section = out.get(group)
+        if isinstance(section, dict) and key in section:
+            out[group] = {(new.split(".")[1] if k == key else k): v for k, v in section.items()}
+            changed = True
+    return out if changed else None
 
 _NESTED = {
     (TrainConfig, "data"): DataConfig,

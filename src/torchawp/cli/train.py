@@ -14,7 +14,8 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from ..config import TrainConfig, validate
-from ..recipes import _NESTED, from_dict, load_config, load_recipe, read_yaml, recipe_path, to_dict
+from ..recipes import (_NESTED, from_dict, load_config, load_recipe, read_yaml, recipe_path,
+                       refuse_ignored_extra_data, to_dict, with_current_names)
 from ..engine import train
 from ..errors import ConfigError, TorchAWPError
 from ..estimate import dry_run_plan
@@ -107,10 +108,21 @@ def _resolve_recipes(argv: list[str]) -> list[str]:
         if arg == "--config" and i + 1 < len(out):
             out[i + 1] = str(recipe_path(out[i + 1]))
             load_config(out[i + 1])
+            out[i + 1] = _current_names(out[i + 1])
         elif arg.startswith("--config="):
-            out[i] = "--config=" + str(recipe_path(arg.split("=", 1)[1]))
-            load_config(out[i].split("=", 1)[1])
+            path = str(recipe_path(arg.split("=", 1)[1]))
+            load_config(path)
+            out[i] = "--config=" + _current_names(path)
     return out
+
+
+def _current_names(path: str) -> str:
+    """A config file for jsonargparse: its path, or, when it uses an old field name (read with
+    a notice by :func:`load_config` or the trainer), its content under the current names."""
+    data = read_yaml(path)
+    refuse_ignored_extra_data(data, path)
+    renamed = with_current_names(data)
+    return path if renamed is None else yaml.safe_dump(renamed, sort_keys=False)
 
 
 def _split_resume(argv: list[str]) -> tuple[list[str], bool, Optional[str]]:
@@ -155,7 +167,8 @@ def _resume_arguments(argv: list[str], run_dir: Optional[str]) -> list[str]:
     if not saved.is_file():
         raise ConfigError(f"--resume: {run_dir} holds no torchawp run (no config.yaml); check "
                           f"the path, or drop --resume to start a new run there")
-    return ["--config", str(saved)] + argv + ["--out_dir", str(run_dir), "--resume", "true"]
+    return (["--config", _current_names(str(saved))] + argv
+            + ["--out_dir", str(run_dir), "--resume", "true"])
 
 
 _TYPE_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false",
@@ -181,7 +194,7 @@ def _field_type(key: str) -> str:
 
 
 def _yaml_value(path: str, key: str):
-    node = read_yaml(path)
+    node = read_yaml(path) if "\n" not in path else yaml.safe_load(path)  # a file, or its text
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
