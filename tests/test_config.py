@@ -14,14 +14,26 @@ def test_defaults_are_the_papers_cifar_protocol():
     assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.data.batch_size) == (0.9, 5e-4, 128)
 
 
-def test_every_shipped_recipe_validates():
+def test_every_shipped_recipe_validates_and_is_what_its_name_says():
     from torchawp.recipes import RECIPE_DIR
 
-    for path in RECIPE_DIR.glob("*.yaml"):
-        cfg = load_recipe(path.stem)
+    names = sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
+    assert len(names) >= 25 and "digits" in names and "fashion_mnist" in names
+    for name in names:
+        cfg = load_recipe(name)
         if cfg.method.startswith("rst"):
             cfg.data.extra_data = "extra.npz"
-        validate(cfg)
+        cfg = validate(cfg)
+        dataset = name.split("_")[0].replace("fashion", "fashion-mnist")
+        assert cfg.data.name == dataset, name
+        paper = name.startswith(("cifar", "svhn"))  # the CPU recipes are the AWP default jobs
+        assert cfg.method.endswith("-awp") == ("awp" in name or not paper), name
+        for method in ("trades", "mart", "rst"):
+            assert (method in cfg.method) == (method in name), name
+        if name.startswith("cifar10_"):
+            model = {"prn18": "preact_resnet18", "wrn34": "wrn34_10", "wrn28": "wrn28_10"}
+            assert cfg.model == model[name.split("_")[1]], name
+            assert cfg.attack.norm == ("l2" if "_l2_" in name else "linf"), name
 
 
 @pytest.mark.parametrize("field,value,message", [
