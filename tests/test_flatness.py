@@ -90,3 +90,25 @@ def test_flatness_of_every_kept_epoch(tmp_path, capsys):
     assert rows[0]["average"] != rows[1]["average"]  # two different checkpoints measured
     code = main(["flatness", str(run.run_dir), "--epochs", "1", "--out", str(tmp_path / "x")])
     assert code == 2 and "kept the weights of epochs [2, 3]" in capsys.readouterr().err
+
+
+def test_long_measurements_report_progress_to_the_end(digits_model, digits_test, capsys):
+    from torchawp.cli.common import Ticker
+    from torchawp.landscape import landscape_1d
+
+    x, y = digits_test[0][:40], digits_test[1][:40]
+    calls = {"average": [], "worst": [], "landscape": []}
+    average_case_flatness(digits_model, x, y, None, samples=3,
+                          progress=lambda d, t: calls["average"].append((d, t)))
+    worst_case_flatness(digits_model, x, y, None, passes=2, restarts=2,
+                        progress=lambda d, t: calls["worst"].append((d, t)))
+    landscape_1d(digits_model, x, y, None, directions=2, points=3,
+                 progress=lambda d, t: calls["landscape"].append((d, t)))
+    assert calls["average"] == [(1, 3), (2, 3), (3, 3)]
+    assert calls["worst"] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # after every pass
+    assert calls["landscape"] == [(i, 6) for i in range(1, 7)]
+    quiet = Ticker("flatness of run", "samples", every=3600)
+    for done in range(1, 6):
+        quiet(done, 5)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [lines[-1]] and "5/5 samples" in lines[-1]  # only the end, within the hour

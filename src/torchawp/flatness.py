@@ -18,7 +18,7 @@ with ``attack=None``. Weights and BatchNorm buffers are bit-identical afterwards
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,19 +38,23 @@ def _ball(params, xi: float, relative: bool) -> RelativeL2Ball:
 
 def average_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                           attack: Optional[Attack], xi: float = 0.5, samples: int = 10,
-                          seed: int = 0, relative: bool = True, batch_size: int = 500) -> dict:
+                          seed: int = 0, relative: bool = True, batch_size: int = 500,
+                          progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """``{"flatness", "loss", "perturbed_losses"}``: mean increase of the robust loss under
-    random relative weight noise on the sphere of radius ``xi``."""
+    random relative weight noise on the sphere of radius ``xi``. ``progress(done, total)`` is
+    called after every sample."""
     params = [p for _, p in select_parameters(model, "weights+biases")]
     ball = _ball(params, xi, relative)
     gen = torch.Generator().manual_seed(seed)
     base, _ = robust_loss(model, x, y, attack, batch_size, seed)
     losses = []
     with exact_snapshot(params) as w:
-        for _ in range(samples):
+        for i in range(samples):
             add_(params, ball.sample(params, gen))
             losses.append(robust_loss(model, x, y, attack, batch_size, seed)[0])
             w.restore()
+            if progress is not None:
+                progress(i + 1, samples)
     return {"flatness": sum(losses) / len(losses) - base, "loss": base,
             "perturbed_losses": losses}
 
@@ -58,12 +62,13 @@ def average_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         attack: Optional[Attack], xi: float = 7.5e-4, passes: int = 20,
                         restarts: int = 10, lr: float = 0.01, seed: int = 0,
-                        relative: bool = True, batch_size: int = 500) -> dict:
+                        relative: bool = True, batch_size: int = 500,
+                        progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """``{"flatness", "loss", "restart_losses"}``: the largest robust-loss increase found by
     ascending a shared weight perturbation ``nu`` (jointly with the inputs) in the relative ball
     of radius ``xi``. Every restart starts from a random point on the sphere (seeded) and keeps
     the larger of its start and end losses, so the measure is never below the loss at its
-    starting points."""
+    starting points. ``progress(done, total)`` is called after every pass of every restart."""
     params = [p for _, p in select_parameters(model, "weights+biases")]
     ball = _ball(params, xi, relative)
     gen = torch.Generator().manual_seed(seed)
@@ -72,12 +77,14 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     base, _ = robust_loss(model, x, y, attack, batch_size, seed)
     best_per_restart = []
     with exact_snapshot(params) as w, model_mode(model, "eval"):
-        for _ in range(restarts):
+        for r in range(restarts):
             nu = ball.sample(params, gen)
             add_(params, nu)
             best = robust_loss(model, x, y, attack, batch_size, seed)[0]
             w.restore()
-            for _ in range(passes):
+            for p in range(passes):
+                if progress is not None and p:
+                    progress(r * passes + p, restarts * passes)
                 for start in range(0, len(y), batch_size):
                     xb = x[start:start + batch_size].to(device)
                     yb = y[start:start + batch_size].to(device)
@@ -94,6 +101,8 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             best = max(best, robust_loss(model, x, y, attack, batch_size, seed)[0])
             w.restore()
             best_per_restart.append(best)
+            if progress is not None:
+                progress((r + 1) * passes, restarts * passes)
     return {"flatness": max(best_per_restart) - base, "loss": base,
             "restart_losses": best_per_restart}
 

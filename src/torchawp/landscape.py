@@ -11,7 +11,7 @@ statistics untouched). The weights are restored bit-exactly after every measurem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -72,18 +72,23 @@ class Landscape:
 
 def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
                  directions: int = 3, points: int = 21, radius: float = 1.0, seed: int = 0,
-                 batch_size: int = 500) -> Landscape:
+                 batch_size: int = 500,
+                 progress: Optional[Callable[[int, int], None]] = None) -> Landscape:
     """Robust loss along ``directions`` filter-normalised random directions (seeded, so two
-    models compared with the same seed get the same Gaussian draws)."""
+    models compared with the same seed get the same Gaussian draws); ``progress(done,
+    total)`` after every point."""
     params = list(model.parameters())
     alphas = torch.linspace(-radius, radius, points).tolist()
     gen = torch.Generator().manual_seed(seed)
     losses, accs = [], []
     with exact_snapshot(params) as w:
-        for _ in range(directions):
+        for k in range(directions):
             d = filter_normalized_direction(model, gen)
-            row = [_loss_at(model, params, w, [(d, a)], x, y, attack, batch_size, seed)
-                   for a in alphas]
+            row = []
+            for i, a in enumerate(alphas):
+                row.append(_loss_at(model, params, w, [(d, a)], x, y, attack, batch_size, seed))
+                if progress is not None:
+                    progress(k * points + i + 1, directions * points)
             losses.append([loss for loss, _ in row])
             accs.append([acc for _, acc in row])
     return Landscape(alphas, losses, accs)
@@ -91,17 +96,21 @@ def landscape_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Opt
 
 def landscape_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack],
                  points: int = 11, radius: float = 1.0, seed: int = 0,
-                 batch_size: int = 500) -> Landscape:
-    """Robust loss on the plane ``w + a * d1 + b * d2`` (two filter-normalised directions)."""
+                 batch_size: int = 500,
+                 progress: Optional[Callable[[int, int], None]] = None) -> Landscape:
+    """Robust loss on the plane ``w + a * d1 + b * d2`` (two filter-normalised directions);
+    ``progress(done, total)`` after every row of the grid."""
     params = list(model.parameters())
     grid = torch.linspace(-radius, radius, points).tolist()
     gen = torch.Generator().manual_seed(seed)
     d1, d2 = filter_normalized_direction(model, gen), filter_normalized_direction(model, gen)
     losses, accs = [], []
     with exact_snapshot(params) as w:
-        for a in grid:
+        for k, a in enumerate(grid):
             row = [_loss_at(model, params, w, [(d1, a), (d2, b)], x, y, attack,
                             batch_size, seed) for b in grid]
+            if progress is not None:
+                progress((k + 1) * points, points * points)
             losses.append([loss for loss, _ in row])
             accs.append([acc for _, acc in row])
     return Landscape(grid, losses, accs, betas=grid)

@@ -67,6 +67,26 @@ def number(low: float = 0.0, strict: bool = True, high: float = math.inf):
     return convert
 
 
+class Ticker:
+    """``progress(done, total)`` for a long loop: one line on stderr at most every ``every``
+    seconds (and at the end) with what is done, what is left and the time it should take."""
+
+    def __init__(self, what: str, unit: str, every: float = 10.0):
+        import time
+
+        self.what, self.unit, self.every, self.clock = what, unit, every, time.perf_counter
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < self.every and done < total:
+            return
+        self.last, spent = now, now - self.start
+        left = spent / done * (total - done) if done else 0.0
+        log(f"{self.what}: {done}/{total} {self.unit} ({spent:.0f} s"
+            + (f", about {left:.0f} s left)" if done < total else ")"))
+
+
 def log(text: str) -> None:
     """Progress of the long commands, on stderr (the results go to stdout)."""
     print(f"torchawp: {text}", file=sys.stderr, flush=True)

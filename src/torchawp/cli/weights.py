@@ -18,7 +18,7 @@ from ..robustbench import load_robustbench
 from ..rundir import RunDir
 from ..runtime import resolve_device
 from ..suite import load_for_eval
-from .common import integer, log, number, parse
+from .common import Ticker, integer, log, number, parse
 
 
 def _epoch_list(text: str):
@@ -137,13 +137,14 @@ def cmd_landscape(argv: list[str]) -> int:
         log(f"landscape of {label} on {len(y)} {split} images: {args.directions} directions x "
             f"{args.points} points" + (" + 2-D" if args.two_d else ""))
         ls = landscape_1d(model, x, y, attack, args.directions, args.points, args.radius,
-                          args.seed)
+                          args.seed, progress=Ticker(f"landscape of {label}", "points"))
         curves[split].append((label, ls))
         rows += [(label, split, d, a, ls.loss[d][i], ls.acc[d][i])
                  for d in range(len(ls.loss)) for i, a in enumerate(ls.alphas)]
         if args.two_d:
             ls2 = landscape_2d(model, x, y, attack, max(5, args.points // 2), args.radius,
-                               args.seed)
+                               args.seed, progress=Ticker(f"2-D landscape of {label}",
+                                                          "grid points"))
             safe = label.replace(":", "_")
             plot_landscape_2d(f"{label} ({split})", ls2, out / f"landscape2d_{safe}_{split}.png")
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
@@ -185,11 +186,14 @@ def cmd_flatness(argv: list[str]) -> int:
         log(f"flatness of {label} on {len(y)} {split} images")
         if args.kind in ("average", "both"):
             avg = average_case_flatness(model, x, y, attack, args.xi_average, args.samples,
-                                        args.seed)
+                                        args.seed, progress=Ticker(
+                                            f"average-case flatness of {label}", "samples"))
             r.update(loss=avg["loss"], average=avg["flatness"], xi_average=args.xi_average)
         if args.kind in ("worst", "both"):
             worst = worst_case_flatness(model, x, y, attack, args.xi_worst, args.passes,
-                                        args.restarts, seed=args.seed)
+                                        args.restarts, seed=args.seed, progress=Ticker(
+                                            f"worst-case flatness of {label}",
+                                            "passes (restarts x passes)"))
             r.update(loss=worst["loss"], worst=worst["flatness"], xi_worst=args.xi_worst)
         results.append(r)
     out = Path(args.out)
