@@ -22,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -221,7 +222,8 @@ def main():
     p.add_argument("--device", default="cuda")
     p.add_argument("--tiny", action="store_true",
                    help="small CNN on 256 16x16 images: checks the script, not the GPU")
-    p.add_argument("--out", default="gpu_check.json")
+    p.add_argument("--out", default=None, help="the JSON (default gpu_check.json here; with "
+                   "--tiny, a file in the temporary folder: a dry run leaves nothing behind)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=10)
     p.add_argument("--skip-tests", action="store_true")
@@ -240,7 +242,8 @@ def main():
               "tf32_convolutions": torch.backends.cudnn.allow_tf32,
               "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
               "model": args.model, "batch_size": args.batch_size, "pgd_steps": 10}
-    out = Path(args.out)
+    out = Path(args.out or (Path(tempfile.gettempdir()) / "gpu_check_tiny.json" if tiny
+                            else "gpu_check.json"))
     start = time.perf_counter()
 
     def save():

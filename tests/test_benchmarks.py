@@ -56,9 +56,16 @@ def test_peers_prints_both_ratios():
 def test_gpu_check_dry_run_on_cpu_writes_its_json(tmp_path):
     import json
 
-    out = tmp_path / "gpu.json"
-    text = run("gpu_check.py", "--device", "cpu", "--tiny", "--skip-tests", "--no-compile",
-               "--out", str(out))
+    import tempfile
+
+    out = Path(tempfile.gettempdir()) / "gpu_check_tiny.json"  # a dry run's default
+    out.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device",
+                           "cpu", "--tiny", "--skip-tests", "--no-compile"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing left where it ran
     report = json.loads(out.read_text())
     assert number(r"at-awp/at = ([\d.]+)", text) > 0
     assert set(report["ratios"]) == {"at-awp", "trades-awp"}
