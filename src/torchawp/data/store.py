@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -47,6 +47,7 @@ class Store:
 
     path: Path
     card: dict
+    _opened: dict = field(default_factory=dict, repr=False)  # (split, classes) -> dataset
 
     @property
     def num_classes(self) -> int:
@@ -60,7 +61,14 @@ class Store:
         return split in self.card["splits"]
 
     def split(self, split: str, num_classes: Optional[int] = None) -> ArrayDataset:
-        """``split``'s images (mapped) and labels (in memory, checked against the classes)."""
+        """``split``'s images (mapped) and labels (in memory, checked against the classes),
+        read once per store."""
+        classes = num_classes or self.num_classes
+        if (split, classes) not in self._opened:
+            self._opened[split, classes] = self._open_split(split, classes)
+        return self._opened[split, classes]
+
+    def _open_split(self, split: str, classes: int) -> ArrayDataset:
         entry = self.card["splits"].get(split)
         if entry is None:
             raise DataError(f"store {self.path} has no {split} split (it has "
@@ -70,7 +78,6 @@ class Store:
         labels = _open_array(self.path / entry["labels"], (), (np.dtype(np.int64),),
                              entry["count"])
         labels = torch.from_numpy(np.array(labels))  # 8 bytes an image: kept in memory
-        classes = num_classes or self.num_classes
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
             raise DataError(f"{self.path / entry['labels']}: labels must lie in [0, "
                             f"{classes - 1}] (got {int(labels.min())}..{int(labels.max())}); "
