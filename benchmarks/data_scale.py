@@ -41,6 +41,7 @@ from torchawp.data import BatchLoader
 from torchawp.data.stats import CHUNK
 from torchawp.data.store import open_store
 from torchawp.data.store_import import Source, _write_split
+from torchawp.runtime import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results" / "data_scale.json"
 
@@ -112,12 +113,12 @@ def dm_npz(path: Path, n: int, seed: int = 2) -> None:
 
 
 def import_peak(src: Path, out: Path) -> dict:
-    """``torchawp data import SRC --out OUT`` in its own process: seconds and peak RssAnon."""
+    """``torchawp data import SRC --out-dir OUT`` in its own process: seconds and peak RssAnon."""
     import subprocess
 
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "torchawp.cli", "data", "import", str(src),
-                             "--out", str(out), "--progress", "false"],
+                             "--out-dir", str(out), "--progress", "false"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status, peak = Path(f"/proc/{proc.pid}/status"), 0
     while proc.poll() is None:
@@ -235,7 +236,7 @@ def main() -> int:
     torch.set_num_threads(2)
     root = Path(tempfile.mkdtemp(prefix="torchawp_store_", dir=args.dir or Path.cwd()))
     store = root / "store"
-    out = {"machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+    out = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                        "python": platform.python_version(), "torch": torch.__version__},
            "images": args.images}
     try:
@@ -328,16 +329,6 @@ def render(out: dict) -> str:
                     f"{100 * r['wait_share']:.2f}% of it, peak private memory "
                     f"{gib(r['peak_rss_anon_bytes'])} |")
     return "| what | measured |\n|---|---|\n" + "\n".join(rows) + "\n"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

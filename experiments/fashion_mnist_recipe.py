@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from torchawp.runtime import cpu_name
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "fashion_mnist_recipe.json"
@@ -62,10 +63,7 @@ def main() -> int:
             evaluate = timed(["eval", str(run), "--n-examples", "1000"])
             first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
             rows = json.loads((run / "eval.json").read_text())
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
-        data = {"cpu": cpu, "cores": os.cpu_count(), "train_seconds": train,
+        data = {"cpu": cpu_name(), "cores": os.cpu_count(), "train_seconds": train,
                 "estimated_seconds": first["estimated_seconds"], "eval_seconds": evaluate,
                 "eval": [{"which": r["which"], "epoch": r["epoch"],
                           "clean": r["accuracy"]["clean"], "pgd20": r["accuracy"]["pgd20"],

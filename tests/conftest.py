@@ -53,3 +53,14 @@ def digits_model(digits_splits):
 @pytest.fixture(scope="session")
 def digits_test(digits_splits):
     return digits_splits.test.tensors(0, 300)
+
+
+@pytest.fixture(scope="session")
+def two_epochs(tmp_path_factory):
+    """A finished 2-epoch run of the tiny config, copied (``helpers.copy_run``) by the tests
+    that damage it."""
+    import torchawp
+
+    from .helpers import tiny_config
+
+    return torchawp.train(tiny_config(tmp_path_factory.mktemp("two") / "run", epochs=2))

@@ -1,6 +1,8 @@
 """Small configs for fast end-to-end runs on digits, and small models trained normally."""
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -44,3 +46,18 @@ def train_plainly(splits, epochs, batch_size=64, weight_decay=0.0, **model_args)
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
     return model.eval()
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run directory, for a test that damages it."""
+    shutil.copytree(src, dst)
+    return dst
+
+
+def flip_bytes(path: Path, start_fraction: float = 0.6, count: int = 1000) -> None:
+    """XOR ``count`` bytes in the middle of the file (inside the tensor data), same length."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * start_fraction)
+    for i in range(start, min(start + count, len(data))):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from torchawp.attacks import PGD
 from torchawp.awp import AWP
-from torchawp.config import validate
+from torchawp.validation import validate
 from torchawp.errors import ConfigError
 from torchawp.perturb import model_mode
 from torchawp.train import Trainer
@@ -32,7 +32,6 @@ def test_a_training_step_ascends_the_last_pgd_iterates_weight_gradient(tmp_path)
     cfg = tiny_config(tmp_path / "run", channels_last=False)
     cfg.awp.ascent = "last-pgd-step"
     trainer = Trainer(cfg, model=TinyBNNet())
-    trainer.attack.weight_grads_of = trainer.awp.params  # as train_epoch does once AWP is on
     x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(2))
     state = trainer.attack_gen.get_state()

@@ -113,14 +113,16 @@ def test_gamma_zero_or_negative_disables_awp(tiny_net, batch, gamma):
     before = [p.detach().clone() for p in tiny_net.parameters()]
     awp = AWP(tiny_net, gamma=gamma)
     assert awp.perturb(ce_closure(*batch)) is None
-    assert not awp.active(100)
+    assert not awp.applies_in(100)
     for p, b in zip(tiny_net.parameters(), before):
         assert torch.equal(p, b)
 
 
 def test_warmup_epochs(tiny_net):
     awp = AWP(tiny_net, gamma=0.01, warmup_epochs=3)
-    assert [awp.active(e) for e in range(5)] == [False, False, False, True, True]
+    assert [awp.applies_in(e) for e in range(5)] == [False, False, False, True, True]
+    with pytest.warns(FutureWarning, match="applies_in"):  # the old name, for one release
+        assert awp.active(3) and not awp.active(2)
 
 
 @pytest.mark.parametrize("steps", [1, 3])

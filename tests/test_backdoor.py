@@ -133,8 +133,8 @@ def standard_run(tmp_path_factory):
 
 def test_cli_backdoor_then_eval_with_the_trigger(standard_run, tmp_path, capsys):
     out = tmp_path / "bd"
-    assert main(["backdoor", str(standard_run), "--which", "last", "--eps", "0.01",
-                 "--out", str(out)]) == 0
+    assert main(["backdoor", str(standard_run), "--which", "last", "--budget", "0.01",
+                 "--out-dir", str(out)]) == 0
     report = json.loads((out / "backdoor.json").read_text())
     assert report["settings"]["n_clean"] == 1003  # every training image: fewer than 1280
     assert report["backdoored"]["success_rate"] > report["original"]["success_rate"] + 0.3
@@ -154,7 +154,7 @@ def test_cli_backdoor_then_eval_with_the_trigger(standard_run, tmp_path, capsys)
         backdoor_metrics(LabelInPixel(), torch.zeros(4, 1, 8, 8), torch.zeros(4).long(),
                          Trigger(), target=10)
     # a second injection into the same directory would overwrite it: refused
-    assert main(["backdoor", str(standard_run), "--out", str(out)]) == 2
+    assert main(["backdoor", str(standard_run), "--out-dir", str(out)]) == 2
     assert "already holds a backdoored model" in capsys.readouterr().err
 
 

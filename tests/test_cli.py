@@ -116,7 +116,8 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     ("flatness", ["--xi-worst=-1e-3"], "--xi-worst: must be a number > 0"),
     ("pseudo-label", ["--out", "x.npz", "--min-confidence", "1.5"],
      "--min-confidence: must be a number >= 0 and <= 1"),
-    ("flatness", ["--epochs", "5,x"], "--epochs: must be all or a comma list of epochs >= 1"),
+    ("flatness", ["--kept-epochs", "5,x"],
+     "--kept-epochs: must be all or a comma list of epochs >= 1"),
     # an unknown option was argparse's usage dump; now one line with the nearest option
     ("eval", ["--n-exampels", "5"], "unknown option --n-exampels; did you mean --n-examples?"),
     ("landscape", ["--zzz"], "unknown option --zzz (torchawp landscape --help lists them)"),
@@ -171,7 +172,7 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
     assert run_cli(capsys, "train", "--out-dir", str(out_dir), *TINY)[0] == 0
     code, out, err = run_cli(capsys, "landscape", str(out_dir), "--which", "both",
                              "--n-examples", "40", "--points", "5", "--directions", "2",
-                             "--steps", "2", "--split", "both", "--out", str(tmp_path / "ls"))
+                             "--steps", "2", "--split", "both", "--out-dir", str(tmp_path / "ls"))
     assert code == 0, err
     assert (tmp_path / "ls" / "landscape_test.png").stat().st_size > 0
     assert (tmp_path / "ls" / "landscape_train.png").stat().st_size > 0
@@ -180,7 +181,7 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
     assert len(lines) == 1 + 2 * 2 * 2 * 5  # checkpoints x splits x directions x points
     code, out, err = run_cli(capsys, "flatness", str(out_dir), "--n-examples", "40",
                              "--samples", "2", "--passes", "1", "--restarts", "1", "--steps",
-                             "2", "--pgd-restarts", "2", "--out", str(tmp_path / "fl"))
+                             "2", "--pgd-restarts", "2", "--out-dir", str(tmp_path / "fl"))
     assert code == 0, err
     result = json.loads((tmp_path / "fl" / "flatness.json").read_text())
     assert result[0]["average"] > 0 and result[0]["worst"] >= 0

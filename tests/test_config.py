@@ -1,6 +1,7 @@
 import pytest
 
-from torchawp.config import TrainConfig, validate
+from torchawp.config import TrainConfig
+from torchawp.validation import validate
 from torchawp.recipes import from_dict
 from torchawp.recipes import load_recipe
 from torchawp.errors import ConfigError

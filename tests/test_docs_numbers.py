@@ -22,7 +22,27 @@ def _script(relative: str):
     ("experiments/ema_study.py", "experiments/results/ema_study.json", "docs/scale.md"),
     ("experiments/fashion_mnist_recipe.py", "experiments/results/fashion_mnist_recipe.json",
      "docs/real-data.md"),
+    ("experiments/robust_overfitting.py", "experiments/results/robust_overfitting.json",
+     "docs/flatness.md"),
+    ("experiments/flatness_correlation.py", "experiments/results/flatness_correlation.json",
+     "docs/flatness.md"),
+    ("experiments/approximate_ascent.py", "experiments/results/approximate_ascent.json",
+     "docs/speed.md"),
+    ("experiments/backdoor_study.py", "experiments/results/backdoor_study.json",
+     "docs/related.md"),
+    ("experiments/fashion_mnist_budget.py", "experiments/results/fashion_mnist_budget.json",
+     "docs/real-data.md"),
+    ("experiments/fashion_mnist_budget.py",
+     "experiments/results/fashion_mnist_budget_pilots/b1000_w16_e40.json", "docs/real-data.md"),
+    ("experiments/fashion_mnist_budget.py",
+     "experiments/results/fashion_mnist_budget_pilots/b500_w32_e100.json", "docs/real-data.md"),
 ])
 def test_the_docs_table_is_the_rendering_of_its_results_file(script, results, page):
     table = _script(script).render(json.loads((ROOT / results).read_text()))
     assert table.strip() in (ROOT / page).read_text()
+
+
+def test_the_transfer_table_is_the_one_the_command_wrote():
+    written = (ROOT / "experiments/results/transfer_regional.md").read_text()
+    table = "\n".join(line for line in written.splitlines() if line.startswith("|"))
+    assert table.count("\n") > 5 and table in (ROOT / "docs/related.md").read_text()

@@ -116,7 +116,7 @@ def test_eval_and_export_read_the_average(tmp_path, ema_reference):
     run = ema_reference.run_dir
     result = subprocess.run([sys.executable, "-m", "torchawp.cli", "eval", str(run),
                              "--which", "ema", "--n-examples", "40", "--no-checks",
-                             "--attacks", "pgd20", "--out", str(tmp_path)],
+                             "--attacks", "pgd20", "--out-dir", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     report = json.loads((tmp_path / "eval.json").read_text())

@@ -3,6 +3,8 @@ measured time, the line and when it appears, and what --dry-run says."""
 
 import time
 
+import pytest
+
 import torchawp.estimate as estimate
 from torchawp.cli import main
 from torchawp.data import load_splits
@@ -54,7 +56,7 @@ def test_the_line_appears_on_long_runs_and_names_the_cheaper_options(tmp_path, m
                                    "eval_seconds": 500}, 4)
     assert line.startswith("expected time of the 4 epoch(s) to go: 10 min (training 2 min, "
                            "evaluation 8 min)")
-    assert "--eval.curve_every N" in line and "--eval.max_examples" in line
+    assert "--eval.curve-every N" in line and "--eval.max-examples" in line
     assert "evaluation is most" not in estimate.estimate_line(
         {"total_seconds": 600, "train_seconds": 500, "eval_seconds": 100}, 4)
 
@@ -72,10 +74,13 @@ def test_dry_run_without_the_data_says_so(capsys, tmp_path):
         capsys.readouterr().out
 
 
-def test_fashion_mnist_without_a_config_starts_from_its_cpu_recipe(capsys, tmp_path):
+@pytest.mark.parametrize("dataset, eps", [("fashion-mnist", 0.1), ("mnist", 0.3)])
+def test_mnist_and_fashion_mnist_without_a_config_start_from_their_cpu_recipes(capsys, tmp_path,
+                                                                              dataset, eps):
     # the plan line adapts to whether the IDX files are installed; the recipe does not
-    assert main(["train", "--data.name", "fashion-mnist", "--data.data_dir", str(tmp_path),
+    assert main(["train", "--data.name", dataset, "--data.data-dir", str(tmp_path),
                  "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "train_subset: 10000" in out and "width: 16" in out and "max_examples: 1000" in out
-    assert "# plan: unknown until the data is in place (fashion-mnist" in out
+    assert f"eps: {eps}" in out and f"name: {dataset}" in out
+    assert f"# plan: unknown until the data is in place ({dataset}" in out

@@ -81,14 +81,15 @@ def test_flatness_of_every_kept_epoch(tmp_path, capsys):
     last, _ = torchawp.checkpoint.read_weights(run.run_dir / "last.safetensors")
     kept3, meta = torchawp.checkpoint.read_weights(run.run_dir / "epochs" / kept[1])
     assert meta["epoch"] == 3 and all(torch.equal(last[k], kept3[k]) for k in last)
-    code = main(["flatness", str(run.run_dir), "--epochs", "all", "--kind", "average",
+    code = main(["flatness", str(run.run_dir), "--kept-epochs", "all", "--kind", "average",
                  "--n-examples", "30", "--samples", "1", "--steps", "1",
-                 "--out", str(tmp_path / "fl")])
+                 "--out-dir", str(tmp_path / "fl")])
     assert code == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "fl" / "flatness.json").read_text())
     assert [(r["checkpoint"], r["epoch"]) for r in rows] == [("run:e2", 2), ("run:e3", 3)]
     assert rows[0]["average"] != rows[1]["average"]  # two different checkpoints measured
-    code = main(["flatness", str(run.run_dir), "--epochs", "1", "--out", str(tmp_path / "x")])
+    code = main(["flatness", str(run.run_dir), "--kept-epochs", "1", "--out-dir",
+                 str(tmp_path / "x")])
     assert code == 2 and "kept the weights of epochs [2, 3]" in capsys.readouterr().err
 
 

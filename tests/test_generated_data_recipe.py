@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchawp.config import validate
+from torchawp.validation import validate
 from torchawp.errors import ConfigError
 from torchawp.methods import get_method
 from torchawp.models import create_model

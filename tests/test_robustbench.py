@@ -116,17 +116,17 @@ def test_eval_flatness_and_landscape_run_on_a_zoo_entry(zoo, cifar_dir, tmp_path
     common = ["--dataset", "cifar10", "--model-dir", str(model_dir), "--data-dir",
               str(cifar_dir), "--device", "cpu"]
     assert main(["eval", "--robustbench", TINY, "--n-examples", "20", "--attacks", "pgd20",
-                 "--no-checks", "--out", str(tmp_path / "eval"), *common]) == 0
+                 "--no-checks", "--out-dir", str(tmp_path / "eval"), *common]) == 0
     report = json.loads((tmp_path / "eval" / "eval.json").read_text())[0]
     assert report["which"] == TINY and report["n"] == 20
     assert report["weights_sha256"] == hashlib.sha256(zoo[2].read_bytes()).hexdigest()
     assert main(["flatness", "--robustbench", TINY, "--n-examples", "8", "--kind", "average",
-                 "--samples", "1", "--steps", "2", "--out", str(tmp_path / "flat"),
+                 "--samples", "1", "--steps", "2", "--out-dir", str(tmp_path / "flat"),
                  *common]) == 0
     flat = json.loads((tmp_path / "flat" / "flatness.json").read_text())
     assert flat[0]["checkpoint"] == f"rb:{TINY}" and np.isfinite(flat[0]["average"])
     assert main(["landscape", "--robustbench", TINY, "--n-examples", "8", "--points", "3",
-                 "--directions", "1", "--steps", "1", "--out", str(tmp_path / "land"),
+                 "--directions", "1", "--steps", "1", "--out-dir", str(tmp_path / "land"),
                  *common]) == 0
     assert (tmp_path / "land" / "landscape_test.png").is_file()
 

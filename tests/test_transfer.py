@@ -44,7 +44,7 @@ def test_cli_transfer_per_region(two_runs, tmp_path, capsys):
     a, b = two_runs
     out = tmp_path / "tr"
     assert main(["transfer", str(a), str(b), "--regions", "full", "centre:0.3", "frame:0.3",
-                 "--steps", "20", "--n-examples", "60", "--out", str(out)]) == 0
+                 "--steps", "20", "--n-examples", "60", "--out-dir", str(out)]) == 0
     report = json.loads((out / "transfer.json").read_text())
     assert [r["region"] for r in report["rows"]] == ["full", "centre:0.3", "frame:0.3"]
     assert report["rows"][0]["area"] == 1.0 and report["rows"][1]["area"] == 16 / 64
@@ -57,7 +57,7 @@ def test_cli_transfer_per_region(two_runs, tmp_path, capsys):
 def test_cli_transfer_with_an_ordinary_attack_and_bad_input(two_runs, tmp_path, capsys):
     a, b = two_runs
     assert main(["transfer", str(a), str(b), "--attack", "pgd5", "--n-examples", "40",
-                 "--out", str(tmp_path / "p")]) == 0
+                 "--out-dir", str(tmp_path / "p")]) == 0
     row = json.loads((tmp_path / "p" / "transfer.json").read_text())["rows"][0]
     assert row["median_linf"] is None or row["median_linf"] <= 0.2 + 1e-6  # the run's eps
     capsys.readouterr()
@@ -65,7 +65,7 @@ def test_cli_transfer_with_an_ordinary_attack_and_bad_input(two_runs, tmp_path, 
                           (["--regions", "middle:0.3"], "is not a region"),
                           (["--attack", "pdg20"], "unknown attack"),
                           (["--steps", "0"], "argument --steps: must be an integer >= 1")):
-        assert main(["transfer", str(a), str(b), "--out", str(tmp_path / "x")] + args) == 2
+        assert main(["transfer", str(a), str(b), "--out-dir", str(tmp_path / "x")] + args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x").exists()

@@ -15,6 +15,7 @@ or ``with awp.perturbed(closure): ...`` around the unchanged backward and step.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -85,9 +86,15 @@ class AWP:
     def enabled(self) -> bool:
         return self.gamma > 0
 
-    def active(self, epoch: int) -> bool:
+    def applies_in(self, epoch: int) -> bool:
         """Whether AWP applies in ``epoch`` (0-based): enabled and past the warmup."""
         return self.enabled and epoch >= self.warmup_epochs
+
+    def active(self, epoch: int) -> bool:
+        """Deprecated name of :meth:`applies_in` (kept for one release)."""
+        warnings.warn("AWP.active(epoch) is now AWP.applies_in(epoch); the old name goes in the "
+                      "next release", FutureWarning, stacklevel=2)
+        return self.applies_in(epoch)
 
     def _ascent_grads(self, closure: Closure) -> list[torch.Tensor]:
         was_training = self.model.training
@@ -162,10 +169,12 @@ class AWP:
         self._v = None
 
     @contextlib.contextmanager
-    def perturbed(self, closure: Closure, active: bool = True, grads=None) -> Iterator[None]:
+    def perturbed(self, closure: Closure, on: bool = True, grads=None) -> Iterator[None]:
         """``with awp.perturbed(closure): loss.backward(); optimizer.step()`` perturbs on entry
-        and restores on exit (also on error). ``active=False`` runs the body unperturbed."""
-        if active:
+        and restores on exit (also on error). ``on=False`` (this step without AWP, e.g. in the
+        warm-up: ``awp.perturbed(closure, awp.applies_in(epoch))``) runs the body unperturbed;
+        ``grads``: see :meth:`perturb`."""
+        if on:
             self.perturb(closure, grads)
         try:
             yield

@@ -1,24 +1,18 @@
 """Typed configuration: plain dataclasses with defaults next to their meaning.
 
 YAML recipes (``torchawp/configs/*.yaml``, read by :mod:`torchawp.recipes`) fill these, the
-command line overrides any field (``--awp.gamma 0.005``), and :func:`validate` checks every
-value once, at load, raising a :class:`~torchawp.errors.ConfigError` that names the field and
-the allowed range.
+command line overrides any field (``--awp.gamma 0.005``), and
+:func:`torchawp.validation.validate` checks every value once, at load, raising a
+:class:`~torchawp.errors.ConfigError` that names the field and the allowed range.
 
 Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for CIFAR L-inf).
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from .data import DATASETS
-from .errors import ConfigError
-from .methods import get_method, method_names
-from .models import MODELS
-from .models.registry import import_factory
 
 NORMS = ("linf", "l2")
 BN_MODES = ("train", "eval", "train-update")
@@ -192,10 +186,13 @@ class TrainConfig:
     job is the shipped ``digits`` recipe (:func:`load_recipe`).
 
     Attributes:
-        method: at, trades, mart, rst, standard, each also as X-awp (see ``torchawp list``).
+        method: at, trades, mart, rst, standard, each also as X-awp (see ``torchawp list``), or
+            module.path:spec (also module.path:spec-awp), a MethodSpec of your own.
         model: model name from the registry (see ``torchawp list``), or module.path:factory, your
             callable returning an nn.Module that takes [0, 1] images (called with model_args).
         model_args: extra keyword arguments of the model (e.g. {depth: 28, widen_factor: 10}).
+        method_args: extra keyword arguments of the method's loss (a method of your own,
+            module.path:spec, may take coefficients: e.g. {pairing_weight: 0.5}).
         epochs: training epochs.
         beta: TRADES / MART / RST trade-off between the clean and robust terms.
         seed: seed of initialisation, data order, augmentation and attacks.
@@ -223,6 +220,7 @@ class TrainConfig:
     method: str = "at-awp"
     model: str = "preact_resnet18"
     model_args: dict[str, Any] = field(default_factory=dict)
+    method_args: dict[str, Any] = field(default_factory=dict)
     epochs: int = 200
     beta: float = 6.0
     seed: int = 0
@@ -243,129 +241,3 @@ class TrainConfig:
     awp: AWPConfig = field(default_factory=AWPConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-
-
-def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name} must be {allowed} (got {value!r})")
-
-
-def _one_of(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(
-            f"{name} must be one of {', '.join(map(str, choices))} (got {value!r}){did_you_mean}"
-        )
-
-
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every field of ``cfg`` and fill the method's defaults into the fields left unset
-    (``attack.bn_mode``; ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods), so what is
-    saved and printed is what runs. Raises :class:`ConfigError` naming the first bad field, and
-    refuses an AWP method whose AWP would never switch on."""
-    _one_of("method", cfg.method, method_names())
-    if ":" in cfg.model:  # your own model, module.path:factory
-        import_factory(cfg.model)
-    else:
-        _one_of("model", cfg.model, sorted(MODELS))
-    _one_of("data.name", cfg.data.name, sorted(DATASETS))
-    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
-    _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
-    _one_of("precision", cfg.precision, PRECISIONS)
-    _one_of("bn_updates", cfg.bn_updates, BN_UPDATES)
-    _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", cfg.keep_checkpoints,
-           "an integer >= 0 (0 keeps none)")
-    _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
-    _check(
-        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")
-        or cfg.device == "mps",
-        "device", cfg.device, "auto, cpu, cuda, cuda:N or mps",
-    )
-    d = cfg.data
-    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
-    _check(d.image_size is None or d.image_size >= 1, "data.image_size", d.image_size,
-           "None or an integer >= 1")
-    _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
-    _one_of("data.augment", d.augment, AUGMENTS)
-    _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)
-    _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
-           "an integer >= 1")
-    _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
-           "None or >= 1")
-    _check(0.0 < d.extra_fraction < 1.0, "data.extra_fraction", d.extra_fraction,
-           "in (0, 1): the share of every batch drawn from data.extra_data")
-    a = cfg.attack
-    _one_of("attack.norm", a.norm, NORMS)
-    _check(0.0 <= a.eps <= 1.0, "attack.eps", a.eps, "in [0, 1] (pixel units; 8/255 = 0.0314)")
-    _check(0.0 <= a.step_size <= 1.0, "attack.step_size", a.step_size, "in [0, 1] (pixel units)")
-    _check(a.steps >= 0, "attack.steps", a.steps, "an integer >= 0")
-    if a.bn_mode is not None:
-        _one_of("attack.bn_mode", a.bn_mode, BN_MODES)
-    w = cfg.awp
-    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0")
-    _check(w.warmup_epochs is None or w.warmup_epochs >= 0, "awp.warmup_epochs",
-           w.warmup_epochs, ">= 0")
-    _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
-    _one_of("awp.scale", w.scale, ("layer", "global"))
-    _one_of("awp.params", w.params, AWP_PARAMS)
-    _one_of("awp.ascent", w.ascent, ("exact", "last-pgd-step"))
-    o = cfg.optim
-    _check(o.lr > 0, "optim.lr", o.lr, "> 0")
-    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
-    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
-    _one_of("optim.schedule", o.schedule, SCHEDULES)
-    _check(all(m >= 0 for m in o.milestones), "optim.milestones", o.milestones,
-           "a list of epochs >= 0")
-    _check(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
-    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing,
-           "in [0, 1) (0.1 in Wang et al.'s recipe)")
-    _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs", o.warmup_epochs,
-           f"in [0, {cfg.epochs}) (the run's epochs)")
-    if o.warmup_epochs and o.schedule != "cosine":
-        raise ConfigError(f"optim.warmup_epochs warms up the cosine schedule; optim.schedule is "
-                          f"{o.schedule}: set --optim.schedule cosine or drop the warm-up")
-    _check(cfg.ema is None or 0 < cfg.ema < 1, "ema", cfg.ema,
-           "a decay in (0, 1), such as 0.995, or null (no weight average)")
-    e = cfg.eval
-    _check(e.steps >= 0, "eval.steps", e.steps, "an integer >= 0")
-    _check(e.restarts >= 1, "eval.restarts", e.restarts, "an integer >= 1")
-    _check(e.max_examples is None or e.max_examples >= 1, "eval.max_examples", e.max_examples,
-           "None or >= 1")
-    _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
-    _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
-    _check(e.curve_every >= 1, "eval.curve_every", e.curve_every, "an integer >= 1")
-    _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
-    _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
-    spec, use_awp = get_method(cfg.method)
-    if o.label_smoothing and not spec.label_smoothing:
-        raise ConfigError(f"optim.label_smoothing smooths a cross-entropy, and {spec.name}'s "
-                          f"loss has none that takes it; drop --optim.label_smoothing")
-    if a.bn_mode is None:
-        authors = cfg.bn_updates == "authors" and spec.authors_bn_mode
-        a.bn_mode = spec.authors_bn_mode if authors else spec.bn_mode
-    if use_awp:
-        w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
-        w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
-        if w.gamma == 0:
-            raise ConfigError(f"awp.gamma 0 turns AWP off, so {cfg.method} would train as "
-                              f"{spec.name}; use --method {spec.name}, or a gamma > 0 "
-                              f"(the paper: 0.005 to 0.01)")
-        if w.ascent != "exact" and (spec.name != "at" or w.steps != 1):
-            raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "
-                              f"at-awp and awp.steps 1, not {cfg.method} and {w.steps}")
-        if w.warmup_epochs >= cfg.epochs:
-            raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
-                              f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "
-                              f"{spec.name}; lower --awp.warmup_epochs below {cfg.epochs}, train "
-                              f"longer, or use --method {spec.name}")
-    if spec.needs_extra_data and not d.extra_data:
-        raise ConfigError(
-            f"method {spec.name} needs data.extra_data: an .npz of pseudo-labelled images (make "
-            f"one with `torchawp pseudo-label`), an image store, or auto with data.train_subset "
-            f"to hide most labels"
-        )
-    if d.extra_data == "auto" and d.train_subset is None:
-        raise ConfigError("data.extra_data auto labels the training images that "
-                          "data.train_subset leaves out; set data.train_subset (e.g. 150)")
-    return cfg

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load
-from .config import TrainConfig, validate
+from .config import TrainConfig
 from .recipes import from_dict, load_recipe
 from .data import ArrayDataset, Splits, load_splits
 from .errors import ConfigError
@@ -29,6 +29,7 @@ from .pseudo_label import pseudo_label
 from .rundir import RunDir, default_run_dir
 from .runlog import RunResult
 from .train import Trainer
+from .validation import validate
 
 
 def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = None,

@@ -70,8 +70,8 @@ def estimate_line(est: dict, epochs_left: int) -> str:
     text = (f"expected time of the {epochs_left} epoch(s) to go: {_minutes(total)} "
             f"(training {_minutes(est['train_seconds'])}, evaluation {_minutes(evaluation)})")
     if evaluation > 0.5 * total:
-        text += ("; evaluation is most of it: --eval.curve_every N measures train and test "
-                 "every N epochs only, --eval.max_examples and --eval.train_examples evaluate "
+        text += ("; evaluation is most of it: --eval.curve-every N measures train and test "
+                 "every N epochs only, --eval.max-examples and --eval.train-examples evaluate "
                  "fewer images, --eval.every N validates every N epochs")
     return text
 

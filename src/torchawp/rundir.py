@@ -85,7 +85,8 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
 def default_run_dir(cfg) -> Path:
     """``runs/<time>_<method>_<dataset>_<model>_s<seed>`` for a run without ``out_dir``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}_{cfg.method}_{cfg.data.name}_{cfg.model}_s{cfg.seed}"
+    name = f"{stamp}_{cfg.method}_{cfg.data.name}_{cfg.model}_s{cfg.seed}"
+    return Path("runs") / name.replace(":", "-")  # a method or model of your own: module:name
 
 
 class RunDir:

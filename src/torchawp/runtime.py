@@ -39,6 +39,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_name() -> str:
+    """The processor's model name (what benchmarks and studies record beside their numbers)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
 def _cpu_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all CPUs since boot, from ``/proc/stat``."""
     with open("/proc/stat") as f:

@@ -18,8 +18,8 @@ from torch import nn
 from .attacks import PGD
 from .awp import AWP
 from .checkpoint import load_state_dict_into, read_weights
-from .config import TrainConfig, validate
-from .data import BatchLoader, Splits, load_extra, load_splits
+from .config import TrainConfig
+from .data import Splits
 from .ema import EMA
 from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from .estimate import announce
@@ -29,6 +29,7 @@ from .methods import get_method
 from .models import create_model
 from .plots import plot_curves
 from .recipes import from_dict, to_dict
+from .rundata import run_data
 from .rundir import RunDir, check_resumable, default_run_dir
 from .runlog import (Best, EpochTotals, NullWriter, RunResult, postfix, progress_bar, say,
                      tensorboard_writer)
@@ -36,6 +37,7 @@ from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
 from .schedules import build_optimizer, build_scheduler
+from .validation import validate
 
 
 class Trainer:
@@ -60,17 +62,12 @@ class Trainer:
         seed_everything(cfg.seed)
         self.run = RunDir(cfg.out_dir or default_run_dir(cfg))
         self.run_dir = self.run.path
-
-        d = cfg.data
-        self.splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed,
-                                            d.train_subset, d.image_size)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.attack_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        self.splits, self.train_loader = run_data(cfg, splits, self.device, self.dist,
+                                                  self.data_gen)
         info = self.splits.info
-        if d.extra_data and self.splits.extra is None:
-            if d.extra_data == "auto":
-                raise ConfigError("data.extra_data auto trains a labeller before the run: start "
-                                  "it with torchawp.train(cfg), which prepares the extra data")
-            self.splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
-                                           info.image_size)
+
         self.model = model if model is not None else create_model(
             cfg.model, info.num_classes, info.in_channels, info.image_size, info.mean, info.std,
             **cfg.model_args)
@@ -80,18 +77,6 @@ class Trainer:
         self.net, self.train_net = execution_nets(self.model, cfg.precision, cfg.channels_last,
                                                   cfg.compile, self.device, self.dist)
 
-        self.data_gen = torch.Generator().manual_seed(cfg.seed)
-        self.attack_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
-        # in-memory sets move to the device; image stores stay on disk (batches move)
-        on_device = lambda ds: ds.to(self.device) if ds is not None else None  # noqa: E731
-        augment = d.augment if d.augment != "auto" else info.augment
-        self.train_loader = BatchLoader(
-            on_device(self.splits.train), d.batch_size, shuffle=True, augment=augment,
-            padding=d.crop_padding, drop_last=self.dist.enabled, generator=self.data_gen,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size, extra=on_device(self.splits.extra),
-            extra_fraction=d.extra_fraction if self.splits.extra is not None else 0.0,
-            device=self.device)
         self.steps_per_epoch = len(self.train_loader)
 
         self.optimizer = build_optimizer(self.model, cfg)
@@ -101,7 +86,10 @@ class Trainer:
         a, w = cfg.attack, cfg.awp
         self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode,
                                        a.clamp_start)
-        self.loss_options = self.spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing)
+        # the loss's keywords: forward order, label smoothing, method_args, what setup built
+        self.loss_options = {**self.spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing),
+                             **cfg.method_args,
+                             **(self.spec.setup(self.model, cfg) if self.spec.setup else {})}
         self.clean_forward = cfg.bn_updates == "authors" and self.spec.authors_clean_forward
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
@@ -112,7 +100,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema, wrap=lambda m: execution_nets(
             m, cfg.precision, False, False, self.device, DistEnv())[0]) if cfg.ema else None
 
-        self.start_epoch = 0  # epochs done before this process started
+        self.start_epoch = self.epoch = 0  # epochs done before this process started; current
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
         self.totals = EpochTotals.zeros(self.device)
         self.epoch_data_state = self.data_gen.get_state()
@@ -124,27 +112,37 @@ class Trainer:
         self.estimate, self.first_step_seconds = None, None  # the run's expected time
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
-        """One adversarial training step; returns (loss sum, number correct) as device tensors."""
-        x_adv = self.attack(self.net, x, y, self.attack_gen)                    # 1. x' at w
+        """One adversarial training step (the paper's Algorithm 1); returns (loss sum, number
+        correct) as device tensors."""
+        # 1. x' at w; AWP's approximate ascent takes the last PGD iteration's weight gradient
+        ascent_grads = None
+        if awp_on and self.cfg.awp.ascent == "last-pgd-step":
+            x_adv, ascent_grads = self.attack.with_weight_grads(self.net, x, y, self.awp.params,
+                                                                self.attack_gen)
+        else:
+            x_adv = self.attack(self.net, x, y, self.attack_gen)
+        epoch = {"epoch": self.epoch} if self.spec.takes_epoch else {}
         method_loss = lambda net: self.spec.loss(  # noqa: E731
-            net, x, x_adv, y, self.cfg.beta, **self.loss_options)
+            net, x, x_adv, y, self.cfg.beta, **self.loss_options, **epoch)
         # fp16: the ascent loss is scaled like the training loss against underflow; v is
         # normalised per tensor, so the scale cancels exactly
         ascent_loss = lambda net: self.scaler.scale(method_loss(net).loss)  # noqa: E731
-        grads = getattr(self.attack, "weight_grads", None)  # awp.ascent last-pgd-step
-        perturbed = (self.awp.perturbed(ascent_loss, awp_on, grads) if self.awp is not None
-                     else contextlib.nullcontext())
-        with perturbed:                                                        # 2-3. w + v
+        # 2. w <- w + v, v one ascent step of the method's loss (nothing without AWP)
+        perturbed = (self.awp.perturbed(ascent_loss, awp_on, ascent_grads)
+                     if self.awp is not None else contextlib.nullcontext())
+        with perturbed:
+            # 3. the training loss at w + v, and the optimizer step there
             self.train_net.train()
-            out = method_loss(self.train_net)                                  # 4. loss at w+v
+            out = method_loss(self.train_net)
             # skip_nonfinite costs a host sync per step, hence opt-in
             finite = not self.cfg.skip_nonfinite or bool(torch.isfinite(out.loss))
             if finite:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(out.loss).backward()
-                self.scaler.step(self.optimizer)                               #    step at w+v
+                self.scaler.step(self.optimizer)
                 self.scaler.update()
-        self.scheduler.step()                                                  #    back at w
+        # 4. back at w (v removed on leaving the block)
+        self.scheduler.step()
         if self.clean_forward:  # bn_updates authors, AT: the train-accuracy forward at w
             with torch.no_grad():
                 self.net(x)
@@ -160,9 +158,7 @@ class Trainer:
         """Train epoch ``epoch`` (0-based index) from ``self.step`` on (non-zero after a
         mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
         it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
-        awp_on = self.awp is not None and self.awp.active(epoch)
-        if awp_on and self.cfg.awp.ascent == "last-pgd-step":  # the attack's backward gives it
-            self.attack.weight_grads_of = self.awp.params
+        self.epoch, awp_on = epoch, self.awp is not None and self.awp.applies_in(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
@@ -184,7 +180,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
                 f"; the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}. Lower "
-                f"optim.lr, or pass --skip_nonfinite true to skip such batches")
+                f"optim.lr, or pass --skip-nonfinite true to skip such batches")
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 

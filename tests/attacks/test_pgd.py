@@ -116,3 +116,23 @@ def test_bad_attack_arguments_are_rejected():
         PGD(random_start="gauss")
     with pytest.raises(ValueError, match="bn_mode"):
         PGD(bn_mode="frozen")
+
+
+def test_with_weight_grads_returns_the_attack_and_its_last_iterations_weight_gradient(tiny_net,
+                                                                                      batch):
+    x, y = batch
+    pgd = PGD(eps=0.1, step_size=0.03, steps=3, bn_mode="train")
+    params = [p for n, p in tiny_net.named_parameters() if "weight" in n and p.dim() > 1]
+    x_adv, grads = pgd.with_weight_grads(tiny_net, x, y, params,
+                                         torch.Generator().manual_seed(5))
+    assert torch.equal(x_adv, pgd(tiny_net, x, y, torch.Generator().manual_seed(5)))
+    # the gradient at x^(K-1): the iterate before the last step, from the same random start
+    x_k1 = PGD(eps=0.1, step_size=0.03, steps=2, bn_mode="train")(
+        tiny_net, x, y, torch.Generator().manual_seed(5))
+    tiny_net.train()
+    expected = torch.autograd.grad(F.cross_entropy(tiny_net(x_k1), y, reduction="sum"), params)
+    assert len(grads) == len(params)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads, expected))
+    assert all(p.grad is None for p in tiny_net.parameters())  # nothing left on the model
+    with pytest.raises(ValueError, match="one restart"):
+        PGD(restarts=2).with_weight_grads(tiny_net, x, y, params)

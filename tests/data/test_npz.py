@@ -66,4 +66,4 @@ def test_npz_without_a_file_says_where_it_goes(tmp_path, capsys):
     code = main(["train", "--data.data_dir", str(tmp_path), "--out-dir", str(tmp_path / "r"),
                  *TRAIN])
     _, err = capsys.readouterr()
-    assert code == 2 and "pass its path as --data.data_dir" in err
+    assert code == 2 and "pass its path as --data.data-dir" in err

@@ -252,7 +252,7 @@ def test_a_card_whose_hash_does_not_match_fails_verify_in_one_line(tmp_path, dig
 def test_an_unknown_import_layout_is_one_line(tmp_path):
     src = tmp_path / "other.npz"
     np.savez(src, pixels=np.zeros((2, 4, 4), dtype=np.uint8))
-    result = cli("data", "import", src, "--out", tmp_path / "store")
+    result = cli("data", "import", src, "--out-dir", tmp_path / "store")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"torchawp: error: {src} is in none of the known layouts (it has pixels)")
@@ -287,7 +287,7 @@ def test_a_store_without_a_test_split_cannot_be_the_training_data(tmp_path):
     src = tmp_path / "gen.npz"
     np.savez(src, image=np.zeros((10, 8, 8, 1), np.uint8), label=np.arange(10))
     import_store(src, tmp_path / "store")
-    with pytest.raises(DataError, match="has no test split.*use it as --data.extra_data"):
+    with pytest.raises(DataError, match="has no test split.*use it as --data.extra-data"):
         load_splits("store", tmp_path / "store")
 
 

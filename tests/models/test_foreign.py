@@ -55,7 +55,7 @@ def test_eval_of_weights_torchawp_never_trained(tmp_path, capsys):
     assert report["threat_model"]["step_size"] == pytest.approx(0.025)  # eps / 4
     assert report["robust_acc"] <= report["accuracy"]["clean"]
     assert "theirs.pt: digits test set, 40 images" in out
-    assert main(base + ["--normalize", "0.3", "0.38", "--out", str(tmp_path / "n")]) == 0
+    assert main(base + ["--normalize", "0.3", "0.38", "--out-dir", str(tmp_path / "n")]) == 0
     normalized = json.loads((tmp_path / "n" / "eval.json").read_text())[0]
     assert normalized["weights_sha256"] == report["weights_sha256"]
     assert normalized["accuracy"] != report["accuracy"]  # the wrapper changed the input

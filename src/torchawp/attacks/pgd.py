@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..perturb import model_mode
 from .base import Attack, attack_loss
 
 
@@ -58,9 +59,6 @@ class PGD(Attack):
             raise ValueError("a targeted PGD takes one restart")
         self.mask = mask
         self.targeted = bool(targeted)
-        # set to a list of parameters: the last iteration's backward also gives their gradient
-        # (``weight_grads``), AWP's approximate ascent (``awp.ascent: last-pgd-step``)
-        self.weight_grads_of, self.weight_grads = None, None
         if steps < 0 or restarts < 1:
             raise ValueError(f"need steps >= 0 and restarts >= 1 (got {steps}, {restarts})")
         self.step_size = float(step_size)
@@ -90,11 +88,13 @@ class PGD(Attack):
             delta = delta * mask
         return (x + delta).clamp(0, 1) if self.clamp_start else x + delta
 
-    def _run(self, model, x, y, clean_probs, generator, stop=None, only=None):
+    def _run(self, model, x, y, clean_probs, generator, stop=None, only=None, params=()):
         """``steps`` iterations from the start (drawn for the whole batch). With ``stop``
         (``stop(x_adv, index) -> bool`` per example, asked before every step) an example that
         reports done is left as it is and later steps work on the others only; with ``only``
-        the examples outside it are never stepped and come back as they were."""
+        the examples outside it are never stepped and come back as they were. With ``params``
+        the last iteration's backward also gives the summed loss's gradient with respect to
+        them: returns ``(x_adv, those gradients)``."""
         mask = self._mask_for(x)
         x_adv = self._start(x, generator, mask)
         if only is not None:
@@ -115,11 +115,9 @@ class PGD(Attack):
             probs = clean_probs[active] if sub and clean_probs is not None else clean_probs
             xs.requires_grad_(True)  # the gradient is taken w.r.t. the input only
             loss = attack_loss(self.loss, model(xs), ys, probs).sum()
-            wanted = list(self.weight_grads_of or []) if i == self.steps - 1 else []
+            wanted = list(params) if i == self.steps - 1 else []
             grad, *weight_grads = torch.autograd.grad(-loss if self.targeted else loss,
                                                       [xs] + wanted, allow_unused=True)
-            if wanted:
-                self.weight_grads = weight_grads
             if ms is not None:
                 grad = grad * ms
             delta = self.ball.project(self.ball.step(xs.detach() - x0, grad, self.step_size))
@@ -127,10 +125,23 @@ class PGD(Attack):
                 x_adv[active] = (x0 + delta).clamp(0, 1)
             else:
                 x_adv = (x0 + delta).clamp(0, 1)
-        return x_adv.detach()
+        return (x_adv.detach(), weight_grads) if params else x_adv.detach()
+
+    def with_weight_grads(self, model, x, y, params, generator=None):
+        """``(x_adv, grads)``: the adversarial examples, and the gradient of the last
+        iteration's summed loss (at ``x^(K-1)``, in the attack's model mode) with respect to
+        ``params``, from the backward that gives that iteration its input gradient. AWP's
+        approximate ascent (``awp.ascent: last-pgd-step``) climbs it instead of taking its own
+        forward and backward. One restart, a ``train`` or ``eval`` mode and at least one step."""
+        if (self.restarts != 1 or self.steps < 1 or self.bn_mode == "train-update"
+                or self.loss == "kl"):
+            raise ValueError("weight gradients come from one restart of at least one step of a "
+                             "cross-entropy or margin PGD that does not update BatchNorm")
+        with model_mode(model, self.bn_mode), torch.enable_grad():
+            x_adv, grads = self._run(model, x.detach(), y, None, generator, params=params)
+        return x_adv.detach(), grads
 
     def perturb(self, model, x, y, generator=None, only=None):
-        self.weight_grads = None  # the previous call's are not kept alive
         clean_probs = None
         if self.loss == "kl":
             with torch.no_grad():

@@ -14,6 +14,8 @@ commands:
                  (Garg et al.) and report its success rate and cost
   transfer       adversarial examples crafted on one model, measured on another: the regional
                  attack (Ozbulak et al.) per pixel region, or pgd20, fgsm ...
+  concepts       concept activation vectors at a layer: TCAV beside Soni et al.'s A-CAV and
+                 Gram-Schmidt random sets, and their spread over random sets
   pseudo-label   label unlabelled images with a standard model, for RST
   data           image stores: import millions of images once, train from disk; info, verify
   export         a trained model as a state dict with a JSON card, or a torch.export program
@@ -22,7 +24,7 @@ commands:
 examples:
   torchawp train                                      # the default job
   torchawp train --method trades-awp --epochs 40      # another method, same recipe
-  torchawp train --config cifar10_prn18_at_awp --data.data_dir ~/data
+  torchawp train --config cifar10_prn18_at_awp --data.data-dir ~/data
   torchawp train --resume runs/RUN                    # continue a stopped run
   torchawp eval runs/RUN --autoattack
 """
@@ -44,6 +46,7 @@ COMMANDS = {"train": ("train", "cmd_train"), "eval": ("evaluate", "cmd_eval"),
             "landscape": ("weights", "cmd_landscape"), "flatness": ("weights", "cmd_flatness"),
             "backdoor": ("backdoor", "cmd_backdoor"),
             "transfer": ("transfer", "cmd_transfer"),
+            "concepts": ("concepts", "cmd_concepts"),
             "pseudo-label": ("evaluate", "cmd_pseudo_label"), "export": ("export", "cmd_export"),
             "data": ("data", "cmd_data"),
             "list": ("listing", "cmd_list")}

@@ -16,7 +16,7 @@ from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import integer, log, number, parse
+from .common import integer, log, number, option, parse
 
 WEIGHTS = "backdoored.safetensors"
 AUTHORS_N_CLEAN = 1280
@@ -30,10 +30,10 @@ def cmd_backdoor(argv: list[str]) -> int:
         "copies (labelled --target); eval mode throughout. Writes the weights and a report.")
     parser.add_argument("path", help="run directory or .safetensors checkpoint")
     parser.add_argument("--which", choices=["best", "last"], default="best")
-    parser.add_argument("--eps", type=number(), default=0.005,
-                        help="half-width of the box: absolute (default 0.005), or with "
-                             "--relative a fraction of |w0| per element")
-    parser.add_argument("--relative", action="store_true", help="|w - w0| <= eps * |w0|")
+    option(parser, "--budget", former=("--eps",), dest="eps", type=number(), default=0.005,
+           help="half-width of the weight box: absolute (default 0.005), or with --relative a "
+                "fraction of |w0| per element")
+    parser.add_argument("--relative", action="store_true", help="|w - w0| <= budget * |w0|")
     parser.add_argument("--target", type=integer(0), default=1, help="class of triggered images")
     parser.add_argument("--trigger", default="patch:2",
                         help="patch:S (S x S square, bottom-right corner, white) or "
@@ -53,9 +53,8 @@ def cmd_backdoor(argv: list[str]) -> int:
                         help="weight of ||w - w0||^2")
     parser.add_argument("--seed", type=int, default=0,
                         help="which training images, and their order")
-    parser.add_argument("--out", default=None,
-                        help="directory to write (default: beside the checkpoint, named after "
-                             "the settings)")
+    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
+           help="directory to write (default: beside the checkpoint, named after the settings)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)

@@ -6,6 +6,7 @@ import argparse
 import difflib
 import math
 import sys
+import warnings
 
 from ..errors import ConfigError
 
@@ -33,6 +34,30 @@ def parse(parser: argparse.ArgumentParser, argv):
         hint = f"; did you mean {close[0]}?" if close else f" ({parser.prog} --help lists them)"
         raise ConfigError(f"unknown option {first}{hint}")
     return args
+
+
+class _FormerName(argparse.Action):
+    """An option's former spelling: sets the option's value, with a one-line notice."""
+
+    def __init__(self, option_strings, dest, current: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn(f"{option_string} is now {self.current}; the old name is read until the "
+                      f"next release", FutureWarning)
+        setattr(namespace, self.dest, values)
+
+
+def option(parser, name: str, *, former: tuple[str, ...] = (), **kwargs) -> argparse.Action:
+    """``parser.add_argument(name, **kwargs)``, and each ``former`` name kept working for one
+    release: the same value, a one-line notice, hidden from ``--help``."""
+    action = parser.add_argument(name, **kwargs)
+    for old in former:
+        parser.add_argument(old, dest=action.dest, type=kwargs.get("type"), current=name,
+                            choices=kwargs.get("choices"), nargs=kwargs.get("nargs"),
+                            action=_FormerName, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return action
 
 
 def integer(low: int):

@@ -8,9 +8,9 @@ import json
 from ..data.store import open_store, verify_store
 from ..data.store_import import import_store
 from ..errors import ConfigError
-from .common import integer, parse
+from .common import integer, option, parse
 
-USAGE = "torchawp data import SOURCE --out STORE | info STORE | verify STORE"
+USAGE = "torchawp data import SOURCE --out-dir STORE | info STORE | verify STORE"
 
 
 def _card_text(store) -> str:
@@ -33,7 +33,8 @@ def cmd_data(argv: list[str]) -> int:
     p = sub.add_parser("import", help="convert an .npz (ours, RST extra data, DM-Improves-AT "
                                       "image/label), RST's .pickle or an image folder")
     p.add_argument("source", help="the file or folder to convert")
-    p.add_argument("--out", required=True, help="the store's folder (must not exist)")
+    option(p, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
+           help="the store's folder (required; must not exist)")
     p.add_argument("--image-size", type=integer(1), default=None,
                    help="image folders only: resize every image to this square size")
     p.add_argument("--num-classes", type=integer(1), default=None,
@@ -49,6 +50,9 @@ def cmd_data(argv: list[str]) -> int:
     if args.action is None:
         raise ConfigError(f"torchawp data needs an action: {USAGE}")
     if args.action == "import":
+        if args.out is None:
+            raise ConfigError("torchawp data import needs --out-dir DIR, the store's folder to "
+                              "create (it must not exist)")
         card = import_store(args.source, args.out, args.image_size, args.num_classes,
                             progress=args.progress == "true")
         print(_card_text(open_store(args.out)))

@@ -19,7 +19,7 @@ from ..robustbench import checkpoint_path, load_robustbench
 from ..rundir import exclusive_lock
 from ..runtime import resolve_device
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
-from .common import integer, log, number, parse
+from .common import integer, log, number, option, parse
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -55,9 +55,9 @@ def cmd_eval(argv: list[str]) -> int:
                              "other attacks, cheapest first, only on the images still robust; "
                              "same worst case)")
     parser.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    parser.add_argument("--out", default=None,
-                        help="where eval.json / eval.md go (default: the run directory, or "
-                             "beside the checkpoint)")
+    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
+           help="where eval.json / eval.md go (default: the run directory, or beside the "
+                "checkpoint)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--trigger", default=None,

@@ -17,7 +17,7 @@ from ..plots import plot_transfer
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
 from ..transfer import transfer
-from .common import integer, log, parse
+from .common import integer, log, option, parse
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
                    "frame:0.28", "frame:0.45", "random:0.17", "random:0.28", "random:0.45")
@@ -46,9 +46,9 @@ def cmd_transfer(argv: list[str]) -> int:
                         help="first N test images")
     parser.add_argument("--seed", type=int, default=EVAL_SEED,
                         help="seed of the target classes / random starts")
-    parser.add_argument("--out", default=None,
-                        help="directory for transfer.json/.md/.png (default: in SOURCE's run "
-                             "directory, named after TARGET and the attack)")
+    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
+           help="directory for transfer.json/.md/.png (default: in SOURCE's run directory, "
+                "named after TARGET and the attack)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     args = parse(parser, argv)

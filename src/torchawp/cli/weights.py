@@ -18,7 +18,7 @@ from ..robustbench import load_robustbench
 from ..rundir import RunDir
 from ..runtime import resolve_device
 from ..suite import load_for_eval
-from .common import Ticker, integer, log, number, parse
+from .common import Ticker, integer, log, number, option, parse
 
 
 def _epoch_list(text: str):
@@ -51,7 +51,7 @@ def _checkpoints(paths: list[str], which: str,
             if not kept or missing:
                 asked = epochs if epochs == "all" else ",".join(map(str, epochs))
                 raise ConfigError(f"--epochs {asked}: {path} kept the weights of epochs "
-                                  f"{kept or 'none'}; train with --keep_checkpoints N to keep "
+                                  f"{kept or 'none'}; train with --keep-checkpoints N to keep "
                                   f"every N-th epoch")
             out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
             continue
@@ -68,9 +68,10 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
                                             "ema_last"], default="best",
                         help="for a run directory: which checkpoint (both: best and last; ema: "
                              "the weight average's best, from a run trained with --ema)")
-    parser.add_argument("--epochs", type=_epoch_list, default=None,
-                        help="instead of --which: the weights a run kept after these epochs "
-                             "(all, or a list such as 5,10,15; train with --keep_checkpoints N)")
+    option(parser, "--kept-epochs", former=("--epochs",), dest="epochs", type=_epoch_list,
+           default=None, help="instead of --which: the weights a run kept after these epochs "
+                              "(all, or a list such as 5,10,15; train with "
+                              "--keep-checkpoints N)")
     parser.add_argument("--split", choices=["test", "train", "both"], default="test")
     parser.add_argument("--steps", type=integer(0), default=10,
                         help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
@@ -78,7 +79,8 @@ def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser
                         help="random restarts of that PGD (the worst restart per example counts)")
     parser.add_argument("--seed", type=int, default=0,
                         help="same seed = same random directions/samples for every model")
-    parser.add_argument("--out", default=".", help="folder for the PNG/CSV/JSON outputs")
+    option(parser, "--out-dir", former=("--out",), dest="out", default=".", metavar="DIR",
+           help="folder for the PNG/CSV/JSON outputs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default=None)
     zoo = parser.add_argument_group("RobustBench zoo entries, from their checkpoints on disk")
@@ -176,7 +178,8 @@ def cmd_flatness(argv: list[str]) -> int:
     parser.add_argument("--xi-worst", type=number(), default=7.5e-4)
     parser.add_argument("--samples", type=integer(1), default=10, help="average-case samples")
     parser.add_argument("--passes", type=integer(1), default=20, help="worst-case passes")
-    parser.add_argument("--restarts", type=integer(1), default=10, help="worst-case restarts")
+    option(parser, "--worst-restarts", former=("--restarts",), dest="restarts",
+           type=integer(1), default=10, help="worst-case restarts")
     args = parse(parser, argv)
     results = []
     for label, split, model, x, y, attack in _measurements(args):

@@ -115,7 +115,7 @@ def open_store(path: str | Path) -> Store:
     card_path = path / "card.json"
     if not card_path.is_file():
         raise DataError(f"{path} is not a torchawp image store (no card.json); make one with "
-                        f"torchawp data import SOURCE --out {path}")
+                        f"torchawp data import SOURCE --out-dir {path}")
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -164,7 +164,7 @@ def load_store_dataset(data_dir: Path):
     store = open_store(data_dir)
     if not store.has("test"):
         raise DataError(f"store {data_dir} has no test split, so it cannot be the training "
-                        f"data; use it as --data.extra_data, or import a source with test "
+                        f"data; use it as --data.extra-data, or import a source with test "
                         f"images (our .npz, an image folder with test/)")
     return store.split("train"), store.split("test").load(), store.info()
 

@@ -18,6 +18,6 @@ AT = register_method(MethodSpec(
     # Rice et al.'s loop (AT_AWP/train_cifar10.py): the model stays in train mode, so the 10 PGD
     # forwards, the restart's loss forward, the training forward and the clean forward for the
     # train accuracy after the step all update BatchNorm statistics (13 per step)
-    authors_bn_mode="train-update", authors_clean_forward=True,
+    authors_bn_mode="train-update", authors_clean_forward=True, approximate_ascent=True,
     paper="Madry et al. 2018 (arXiv 1706.06083); Rice et al. 2020 (arXiv 2002.11569)",
 ))

@@ -2,8 +2,10 @@
 
 The data say how the method attacks (attack loss, random start, BatchNorm mode while crafting)
 and what its AWP defaults are; the loss function computes the training loss, which is also the
-loss AWP ascends (the authors' AWP scripts use each method's own loss for the ascent). Adding a
-method is one small file that calls :func:`register_method`.
+loss AWP ascends (the authors' AWP scripts use each method's own loss for the ascent). A method
+of your own is a :class:`MethodSpec` in your module, trained with ``--method module.path:NAME``
+(``module.path:NAME-awp`` with AWP), its coefficients in ``method_args``; the built-in ones
+are registered by name (:func:`register_method`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from ..attacks import PGD
 from ..errors import ConfigError
+from ..plugins import import_named
 
 
 class LossOutput(NamedTuple):
@@ -42,6 +45,13 @@ class MethodSpec:
         needs_extra_data: RST: batches mix in pseudo-labelled extra data (every method may
             use extra data; this one requires it).
         label_smoothing: the loss takes ``label_smoothing=`` for its cross-entropy terms.
+        takes_epoch: the loss takes ``epoch=`` (0-based), for schedules inside the loss (a
+            coefficient that ramps up, MAIL-style weights).
+        setup: ``setup(model, cfg) -> dict``, run once when training starts: what the loss
+            needs besides the batch (a helper or teacher model, a buffer), passed to it as
+            keyword arguments with ``method_args``.
+        approximate_ascent: the attack maximises the training loss at ``x_adv`` (AT), so
+            ``awp.ascent: last-pgd-step`` may reuse the last PGD iteration's weight gradient.
         paper: the reference.
         authors_bn_mode, authors_forwards, authors_clean_forward: what ``bn_updates:
             authors`` changes to run the train-mode forwards of the authors' loop, in their
@@ -58,6 +68,9 @@ class MethodSpec:
     awp_warmup: int = 10
     needs_extra_data: bool = False
     label_smoothing: bool = True
+    takes_epoch: bool = False
+    setup: Optional[Callable] = None
+    approximate_ascent: bool = False
     paper: str = ""
     authors_bn_mode: Optional[str] = None
     authors_forwards: Optional[tuple] = None
@@ -98,11 +111,24 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> tuple[MethodSpec, bool]:
-    """``"trades-awp"`` -> (the TRADES spec, True)."""
+    """``"trades-awp"`` -> (the TRADES spec, True); ``"my.module:SPEC-awp"`` -> (the
+    :class:`MethodSpec` named ``SPEC`` in ``my.module``, True)."""
     base, awp = (name[:-4], True) if name.endswith("-awp") else (name, False)
+    if ":" in base:
+        return _imported_method(base), awp
     if base not in METHODS:
         hint = difflib.get_close_matches(name, method_names(), n=1)
         did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(f"unknown method {name!r}{did_you_mean} "
                           f"(methods: {', '.join(method_names())})")
     return METHODS[base], awp
+
+
+def _imported_method(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` that ``module.path:NAME`` names (a method of your own)."""
+    spec, module_name, attr = import_named(name, "method")
+    if not isinstance(spec, MethodSpec):
+        raise ConfigError(f"method {name}: {module_name}.{attr} is "
+                          f"{'missing' if spec is None else 'a ' + type(spec).__name__}; name a "
+                          f"torchawp.methods.MethodSpec")
+    return spec

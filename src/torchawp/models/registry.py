@@ -8,13 +8,13 @@ wrapper carries ``spec``, the arguments that rebuild it (stored in checkpoints).
 from __future__ import annotations
 
 import difflib
-import importlib
 from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..plugins import import_named
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -59,13 +59,7 @@ class NormalizedModel(nn.Module):
 
 def import_factory(name: str) -> Callable[..., nn.Module]:
     """The callable ``module.path:factory`` names (your own model)."""
-    module_name, _, attr = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"model {name}: cannot import {module_name} ({exc}); put its folder "
-                          f"on PYTHONPATH or install it") from None
-    factory = getattr(module, attr, None)
+    factory, module_name, attr = import_named(name, "model")
     if not callable(factory):
         raise ConfigError(f"model {name}: {module_name} has no callable {attr!r}; name a "
                           f"function or class that returns an nn.Module")

@@ -1,0 +1,81 @@
+"""Render docs/cli.md, the command-line reference, from the parsers themselves: each command's
+``--help`` as the installed torchawp prints it, at a fixed width. The reference cannot drift:
+``tests/test_docs_site.py`` checks that the committed page equals this rendering.
+
+    python docs/gen_cli.py            # rewrite docs/cli.md
+    python docs/gen_cli.py --check    # exit 1 if docs/cli.md is stale
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from pathlib import Path
+
+PAGE = Path(__file__).with_name("cli.md")
+WIDTH = "100"
+# every command, and the data command's subcommands, in the order `torchawp --help` lists them
+COMMANDS = [["train"], ["eval"], ["landscape"], ["flatness"], ["backdoor"], ["transfer"],
+            ["concepts"], ["pseudo-label"], ["data", "import"], ["data", "info"],
+            ["data", "verify"], ["export"], ["list"]]
+
+
+def help_text(command: list[str]) -> str:
+    """What ``torchawp COMMAND --help`` prints."""
+    from torchawp.cli import main
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = WIDTH  # argparse and jsonargparse wrap at $COLUMNS
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            main([*command, "--help"])
+    finally:
+        if previous is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = previous
+    return out.getvalue().rstrip()
+
+
+def versions() -> str:
+    """What the help text depends on besides torchawp: argparse's layout changes with Python's
+    minor version, ``train``'s with jsonargparse."""
+    import importlib.metadata
+    import platform
+
+    return (f"Python {'.'.join(platform.python_version_tuple()[:2])}, jsonargparse "
+            f"{importlib.metadata.version('jsonargparse')}")
+
+
+def render() -> str:
+    parts = ["# Command-line reference", "",
+             "Generated from the parsers by `python docs/gen_cli.py` (" + versions() + "); every "
+             "command's `--help`, verbatim. `torchawp --help` lists the commands.", "",
+             "Conventions: options are spelled with hyphens (`train` derives its options from "
+             "the config's fields, `--group.field`, and reads `--data.data-dir` as "
+             "`--data.data_dir`, the spelling its help shows); `--out-dir` names a directory "
+             "and `--out` a file; `--which` picks the checkpoint of a run; `--n-examples` "
+             "counts the images measured; `--data-dir` is where the dataset's files are. An "
+             "option renamed for one name per concept keeps its old spelling for one release, "
+             "with a one-line notice.", ""]
+    for command in COMMANDS:
+        parts += [f"## torchawp {' '.join(command)}", "", "```text", help_text(command), "```", ""]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv[1:]:
+        stale = not PAGE.exists() or PAGE.read_text() != text
+        print(f"{PAGE} is {'stale: run python docs/gen_cli.py' if stale else 'up to date'}")
+        return int(stale)
+    PAGE.write_text(text)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Checking a :class:`~torchawp.config.TrainConfig` once, at load: one function per config
+group, each raising a :class:`~torchawp.errors.ConfigError` that names the field, the value and
+what is allowed; then the method's defaults filled in and the settings that contradict the
+method refused."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+from .config import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
+                     PRECISIONS, SCHEDULES, TrainConfig)
+from .data import DATASETS
+from .errors import ConfigError
+from .methods import MethodSpec, get_method, method_names
+from .models import MODELS
+from .models.registry import import_factory
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every field of ``cfg`` and fill the method's defaults into the fields left unset
+    (``attack.bn_mode``; ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods), so what is
+    saved and printed is what runs. Raises :class:`ConfigError` naming the first bad field, and
+    refuses an AWP method whose AWP would never switch on."""
+    if ":" not in cfg.method:  # a method of your own is checked when it is imported
+        _one_of("method", cfg.method, method_names())
+    spec, use_awp = get_method(cfg.method)
+    _check_run(cfg)
+    _check_data(cfg)
+    _check_attack(cfg)
+    _check_awp(cfg)
+    _check_optim(cfg)
+    _check_eval(cfg)
+    _fill_and_check_method(cfg, spec, use_awp)
+    return cfg
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} must be {allowed} (got {value!r})")
+
+
+def _one_of(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(
+            f"{name} must be one of {', '.join(map(str, choices))} (got {value!r}){did_you_mean}"
+        )
+
+
+def _check_run(cfg: TrainConfig) -> None:
+    if ":" in cfg.model:  # your own model, module.path:factory
+        import_factory(cfg.model)
+    else:
+        _one_of("model", cfg.model, sorted(MODELS))
+    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
+    _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
+    _one_of("precision", cfg.precision, PRECISIONS)
+    _one_of("bn_updates", cfg.bn_updates, BN_UPDATES)
+    _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", cfg.keep_checkpoints,
+           "an integer >= 0 (0 keeps none)")
+    _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
+    _check(
+        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")
+        or cfg.device == "mps",
+        "device", cfg.device, "auto, cpu, cuda, cuda:N or mps",
+    )
+    _check(cfg.ema is None or 0 < cfg.ema < 1, "ema", cfg.ema,
+           "a decay in (0, 1), such as 0.995, or null (no weight average)")
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    d = cfg.data
+    _one_of("data.name", d.name, sorted(DATASETS))
+    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
+    _check(d.image_size is None or d.image_size >= 1, "data.image_size", d.image_size,
+           "None or an integer >= 1")
+    _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
+    _one_of("data.augment", d.augment, AUGMENTS)
+    _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)
+    _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
+           "an integer >= 1")
+    _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
+           "None or >= 1")
+    _check(0.0 < d.extra_fraction < 1.0, "data.extra_fraction", d.extra_fraction,
+           "in (0, 1): the share of every batch drawn from data.extra_data")
+    if d.extra_data == "auto" and d.train_subset is None:
+        raise ConfigError("data.extra_data auto labels the training images that "
+                          "data.train_subset leaves out; set data.train_subset (e.g. 150)")
+
+
+def _check_attack(cfg: TrainConfig) -> None:
+    a = cfg.attack
+    _one_of("attack.norm", a.norm, NORMS)
+    _check(0.0 <= a.eps <= 1.0, "attack.eps", a.eps, "in [0, 1] (pixel units; 8/255 = 0.0314)")
+    _check(0.0 <= a.step_size <= 1.0, "attack.step_size", a.step_size, "in [0, 1] (pixel units)")
+    _check(a.steps >= 0, "attack.steps", a.steps, "an integer >= 0")
+    if a.bn_mode is not None:
+        _one_of("attack.bn_mode", a.bn_mode, BN_MODES)
+
+
+def _check_awp(cfg: TrainConfig) -> None:
+    w = cfg.awp
+    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0")
+    _check(w.warmup_epochs is None or w.warmup_epochs >= 0, "awp.warmup_epochs",
+           w.warmup_epochs, ">= 0")
+    _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
+    _one_of("awp.scale", w.scale, ("layer", "global"))
+    _one_of("awp.params", w.params, AWP_PARAMS)
+    _one_of("awp.ascent", w.ascent, ("exact", "last-pgd-step"))
+
+
+def _check_optim(cfg: TrainConfig) -> None:
+    o = cfg.optim
+    _check(o.lr > 0, "optim.lr", o.lr, "> 0")
+    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
+    _one_of("optim.schedule", o.schedule, SCHEDULES)
+    _check(all(m >= 0 for m in o.milestones), "optim.milestones", o.milestones,
+           "a list of epochs >= 0")
+    _check(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
+    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing,
+           "in [0, 1) (0.1 in Wang et al.'s recipe)")
+    _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs", o.warmup_epochs,
+           f"in [0, {cfg.epochs}) (the run's epochs)")
+    if o.warmup_epochs and o.schedule != "cosine":
+        raise ConfigError(f"optim.warmup_epochs warms up the cosine schedule; optim.schedule is "
+                          f"{o.schedule}: set --optim.schedule cosine or drop the warm-up")
+
+
+def _check_eval(cfg: TrainConfig) -> None:
+    e = cfg.eval
+    _check(e.steps >= 0, "eval.steps", e.steps, "an integer >= 0")
+    _check(e.restarts >= 1, "eval.restarts", e.restarts, "an integer >= 1")
+    _check(e.max_examples is None or e.max_examples >= 1, "eval.max_examples", e.max_examples,
+           "None or >= 1")
+    _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
+    _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
+    _check(e.curve_every >= 1, "eval.curve_every", e.curve_every, "an integer >= 1")
+    _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
+    _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
+
+
+def _fill_and_check_method(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) -> None:
+    """The method's defaults, and the settings its loss, attack or data contradict."""
+    a, w, o = cfg.attack, cfg.awp, cfg.optim
+    if o.label_smoothing and not spec.label_smoothing:
+        raise ConfigError(f"optim.label_smoothing smooths a cross-entropy, and {spec.name}'s "
+                          f"loss has none that takes it; drop --optim.label-smoothing")
+    _check_method_args(cfg, spec)
+    if a.bn_mode is None:
+        authors = cfg.bn_updates == "authors" and spec.authors_bn_mode
+        a.bn_mode = spec.authors_bn_mode if authors else spec.bn_mode
+    if use_awp:
+        w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
+        w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
+        if w.gamma == 0:
+            raise ConfigError(f"awp.gamma 0 turns AWP off, so {cfg.method} would train as "
+                              f"{spec.name}; use --method {spec.name}, or a gamma > 0 "
+                              f"(the paper: 0.005 to 0.01)")
+        if w.ascent != "exact" and (not spec.approximate_ascent or w.steps != 1):
+            raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "
+                              f"at-awp and awp.steps 1, not {cfg.method} and {w.steps}")
+        if w.warmup_epochs >= cfg.epochs:
+            raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
+                              f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "
+                              f"{spec.name}; lower --awp.warmup-epochs below {cfg.epochs}, train "
+                              f"longer, or use --method {spec.name}")
+    if spec.needs_extra_data and not cfg.data.extra_data:
+        raise ConfigError(
+            f"method {spec.name} needs data.extra_data: an .npz of pseudo-labelled images (make "
+            f"one with `torchawp pseudo-label`), an image store, or auto with data.train_subset "
+            f"to hide most labels"
+        )
+
+
+def _check_method_args(cfg: TrainConfig, spec: MethodSpec) -> None:
+    """Every ``method_args`` key is a keyword the method's loss takes."""
+    if not cfg.method_args:
+        return
+    params = inspect.signature(spec.loss).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    named = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    fixed = {"model", "x", "x_adv", "y", "beta", "epoch", "forwards", "label_smoothing"}
+    takes = [n for n in named if n not in fixed]
+    for key in cfg.method_args:
+        if key not in takes:
+            hint = difflib.get_close_matches(key, takes, n=1)
+            raise ConfigError(
+                f"method_args.{key}: {spec.name}'s loss takes no such keyword "
+                + (f"(did you mean {hint[0]}?)" if hint else
+                   f"({'it takes ' + ', '.join(takes) if takes else 'it takes none'})"))
