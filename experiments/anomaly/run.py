@@ -57,7 +57,15 @@ def render(data: dict) -> str:
                          for c in data["contamination"]]
                 name = setting + (" (AUROC)" if metric == "auroc" else " (bal. acc.)")
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
+        shares = []
+        for c in data["contamination"]:
+            rs = [r for r in data["runs"] if r["dataset"] == dataset and r["dropped"]
+                  and r["contamination"] == c]
+            if rs:
+                dropped = sum(r["dropped_anomalies"] for r in rs) / sum(r["dropped"] for r in rs)
+                shares.append(f"{100 * c:g}%: {100 * dropped:.0f}%")
+        lines += ["", "Anomalies among the images ITSR dropped, by contamination: "
+                  + ", ".join(shares) + ".", ""]
     return "\n".join(lines)
 
 
@@ -83,12 +91,15 @@ def main() -> int:
             sizes[dataset] = min(N_NORMAL, int((y == args.normal).sum()))
             for c in CONTAMINATION:
                 for seed in args.seeds:
-                    images, _ = contaminated(x, y, args.normal, c, seed, n_normal=N_NORMAL)
+                    images, anomaly = contaminated(x, y, args.normal, c, seed,
+                                                   n_normal=N_NORMAL)
                     for setting in SETTINGS:
-                        model, _ = train_detector(images, setting, seed, EPOCHS[dataset])
+                        model, keep = train_detector(images, setting, seed, EPOCHS[dataset])
                         r = evaluate(model, images, xt, yt != args.normal)
                         runs.append({"dataset": dataset, "contamination": c, "seed": seed,
-                                     "setting": setting.name, **r})
+                                     "setting": setting.name, **r,
+                                     "dropped": int((~keep).sum()),
+                                     "dropped_anomalies": int((~keep & anomaly).sum())})
                         print(dataset, c, seed, setting.name, r, flush=True)
         data = {"cpu": cpu_name(), "minutes": (time.perf_counter() - start) / 60,
                 "normal": args.normal, "seeds": args.seeds, "datasets": datasets,
