@@ -115,3 +115,12 @@ def test_help_and_version_are_written_for_users(capsys):
     assert "default: 30" in out and "'digits' recipe" in out  # the values that run
     assert "standard" in out.split("--method METHOD")[2][:200]
     assert "\nOne training run:\n" in out  # the group heading is not cut mid-sentence
+
+
+def test_options_are_read_in_either_spelling_in_every_command(capsys, two_epochs):
+    """``--n_examples`` is ``--n-examples``, as ``train`` reads ``--out_dir`` as ``--out-dir``:
+    the refusal names the option's value, not an unknown option."""
+    code, _, err = run_cli(capsys, "eval", str(two_epochs.run_dir), "--n_examples", "0")
+    assert code == 2 and "--n-examples: must be an integer >= 1 (got '0')" in err
+    assert "unknown option" not in err
+

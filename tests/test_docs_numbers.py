@@ -19,6 +19,7 @@ def _script(relative: str):
 
 @pytest.mark.parametrize("script, results, page", [
     ("benchmarks/data_scale.py", "benchmarks/results/data_scale.json", "docs/scale.md"),
+    ("benchmarks/first_run.py", "benchmarks/results/first_run.json", "docs/speed.md"),
     ("experiments/ema_study.py", "experiments/results/ema_study.json", "docs/scale.md"),
     ("experiments/fashion_mnist_recipe.py", "experiments/results/fashion_mnist_recipe.json",
      "docs/real-data.md"),

@@ -90,7 +90,7 @@ class Trainer:
         self.loss_options = {**self.spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing),
                              **cfg.method_args,
                              **(self.spec.setup(self.model, cfg) if self.spec.setup else {})}
-        self.clean_forward = cfg.bn_updates == "authors" and self.spec.authors_clean_forward
+        self.bn_policy = self.spec.bn_policy(cfg.bn_updates)  # which forwards update BN
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
         self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
@@ -143,9 +143,7 @@ class Trainer:
                 self.scaler.update()
         # 4. back at w (v removed on leaving the block)
         self.scheduler.step()
-        if self.clean_forward:  # bn_updates authors, AT: the train-accuracy forward at w
-            with torch.no_grad():
-                self.net(x)
+        self.bn_policy.after_step(self.net, x)  # bn_updates authors, AT: a clean forward
         if self.ema is not None:  # the average of w, never of w + v
             self.ema.update(self.model)
         if not finite:

@@ -151,8 +151,7 @@ def _fill_and_check_method(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) ->
                           f"loss has none that takes it; drop --optim.label-smoothing")
     _check_method_args(cfg, spec)
     if a.bn_mode is None:
-        authors = cfg.bn_updates == "authors" and spec.authors_bn_mode
-        a.bn_mode = spec.authors_bn_mode if authors else spec.bn_mode
+        a.bn_mode = spec.bn_policy(cfg.bn_updates).attack_bn_mode
     if use_awp:
         w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
         w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs

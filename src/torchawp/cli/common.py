@@ -11,9 +11,23 @@ import warnings
 from ..errors import ConfigError
 
 
+def hyphenated(argv) -> list[str]:
+    """Option names spelled with hyphens: ``--n_examples 5`` is ``--n-examples 5`` (values,
+    ``--which ema_best`` included, are left as they are), as ``train`` reads its fields."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
+
+
 def parse(parser: argparse.ArgumentParser, argv):
-    """``parser.parse_args(argv)``, a bad or unknown argument raised as one
-    :class:`ConfigError` line (an unknown option with the nearest known one)."""
+    """``parser.parse_args(argv)`` with option names read in either spelling
+    (:func:`hyphenated`), a bad or unknown argument raised as one :class:`ConfigError` line
+    (an unknown option with the nearest known one)."""
+    argv = hyphenated(argv)
     parser.exit_on_error = False
 
     def refuse(message: str):  # argparse's own errors (a missing argument): no usage dump

@@ -31,6 +31,24 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float], 
 
 
 @dataclass(frozen=True)
+class BNPolicy:
+    """Which train-mode forwards of a step update BatchNorm's running statistics, in one place:
+    the attack's model mode while crafting, the order of the loss's forwards (None: the loss's
+    own), and whether a clean forward follows the step (the authors' AT loop measures train
+    accuracy that way, in train mode)."""
+
+    attack_bn_mode: str
+    loss_forwards: Optional[tuple] = None
+    clean_forward_after_step: bool = False
+
+    @torch.no_grad()
+    def after_step(self, net: nn.Module, x: torch.Tensor) -> None:
+        """The forwards that run after the optimizer step only for their BatchNorm update."""
+        if self.clean_forward_after_step:
+            net(x)
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """One adversarial training method.
 
@@ -76,12 +94,22 @@ class MethodSpec:
     authors_forwards: Optional[tuple] = None
     authors_clean_forward: bool = False
 
+    def bn_policy(self, bn_updates: str = "training") -> BNPolicy:
+        """``bn_updates: training``: only the training loss's forwards update BatchNorm (attacks
+        never change the model); ``authors``: every forward of the authors' loop, in their
+        order (``authors_*``)."""
+        if bn_updates != "authors":
+            return BNPolicy(self.bn_mode)
+        return BNPolicy(self.authors_bn_mode or self.bn_mode, self.authors_forwards,
+                        self.authors_clean_forward)
+
     def loss_options(self, bn_updates: str = "training", label_smoothing: float = 0.0) -> dict:
-        """Keyword arguments of :attr:`loss` for a run: the authors' forward order under
-        ``bn_updates: authors``, and label smoothing when asked for."""
+        """Keyword arguments of :attr:`loss` for a run: the forward order of
+        :meth:`bn_policy`, and label smoothing when asked for."""
         options = {}
-        if bn_updates == "authors" and self.authors_forwards:
-            options["forwards"] = self.authors_forwards
+        forwards = self.bn_policy(bn_updates).loss_forwards
+        if forwards:
+            options["forwards"] = forwards
         if label_smoothing:
             options["label_smoothing"] = label_smoothing
         return options

@@ -1,0 +1,76 @@
+"""What a newcomer waits for: the main job (`torchawp train`, the README's first command once
+installed) and the test suite (`python -m pytest -q`), each timed in its own process, one after
+the other (never side by side on a small CPU), with what they printed.
+
+    python benchmarks/first_run.py                # about 4 minutes on 2 cores
+    python benchmarks/first_run.py --report-only  # re-render from the JSON
+
+Writes benchmarks/results/first_run.json; docs/speed.md shows its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from torchawp.runtime import cpu_name
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "first_run.json"
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return seconds, proc.stdout
+
+
+def render(data: dict) -> str:
+    best, last = data["main_job"]["best"], data["main_job"]["last"]
+    return "\n".join([
+        f"Measured on {data['cpu']} ({data['cores']} cores), one after the other:", "",
+        "| what | seconds | result |", "|---|---|---|",
+        f"| main job, `torchawp train` | {data['main_job']['seconds']:.0f} | best (epoch "
+        f"{best['epoch']}) {best['clean']} / {best['pgd']}, gap {best['gap']}; last (epoch "
+        f"{last['epoch']}) {last['clean']} / {last['pgd']}, gap {last['gap']} |",
+        f"| test suite, `python -m pytest -q` | {data['suite']['seconds']:.0f} | "
+        f"{data['suite']['summary']} |", ""])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if not args.report_only:
+        with tempfile.TemporaryDirectory(prefix="first_run_") as tmp:
+            seconds, out = timed([sys.executable, "-m", "torchawp.cli", "train", "--progress",
+                                  "false"], Path(tmp))
+        rows = {}
+        for which in ("best", "last"):
+            m = re.search(rf"^{which} \(epoch (\d+)\)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)",
+                          out, re.M)
+            rows[which] = dict(zip(("epoch", "clean", "pgd", "gap"), m.groups()))
+        suite_seconds, suite_out = timed([sys.executable, "-m", "pytest", "-q", "-p",
+                                          "no:cacheprovider"], ROOT)
+        summary = suite_out.strip().splitlines()[-1].strip("= ")
+        data = {"cpu": cpu_name(), "cores": os.cpu_count(),
+                "main_job": {"seconds": seconds, **rows},
+                "suite": {"seconds": suite_seconds, "summary": re.sub(r" in [\d.]+s.*", "",
+                                                                      summary)}}
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    print(render(json.loads(RESULTS.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
