@@ -21,7 +21,7 @@ from .checkpoint import load_state_dict_into, read_weights
 from .config import TrainConfig
 from .data import Splits
 from .ema import EMA
-from .errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from .errors import TrainingDiverged, TrainingInterrupted
 from .estimate import announce
 from .evaluate import evaluate_splits
 from .flatness import probe_flatness
