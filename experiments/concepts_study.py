@@ -44,10 +44,10 @@ VARIANTS = (Variant("cav"), Variant("a-cav", eps=0.1),
 
 def trained(method: str, seed: int, out: Path) -> Path:
     run = out / f"concepts_{method}_s{seed}"
-    if not (run / "last.safetensors").exists():
-        cfg = load_recipe("digits")
-        cfg.method, cfg.seed, cfg.progress, cfg.out_dir = method, seed, False, str(run)
-        train(cfg)
+    cfg = load_recipe("digits")
+    cfg.method, cfg.seed, cfg.progress, cfg.out_dir = method, seed, False, str(run)
+    cfg.resume = (run / "config.yaml").is_file()  # reused only if it is the same run
+    train(cfg)
     return run
 
 

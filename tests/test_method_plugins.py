@@ -107,3 +107,12 @@ def test_a_bad_method_of_your_own_is_one_line(tmp_path, examples_on_path, capsys
     code = main(["train", "--method", method, *args, "--epochs", "1", "--dry-run"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_a_method_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_method.py").write_text("def loss(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = main(["train", "--method", "broken_method:SPEC", "--epochs", "1", "--dry-run"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "method broken_method:SPEC: importing broken_method failed (SyntaxError" in err[0]

@@ -17,4 +17,7 @@ def import_named(name: str, what: str) -> tuple[Any, str, str]:
     except ImportError as exc:
         raise ConfigError(f"{what} {name}: cannot import {module_name} ({exc}); put its folder "
                           f"on PYTHONPATH or install it") from None
+    except Exception as exc:  # the module itself fails (a syntax error, an error at import)
+        raise ConfigError(f"{what} {name}: importing {module_name} failed "
+                          f"({type(exc).__name__}: {exc}); fix that module") from None
     return getattr(module, attr, None), module_name, attr

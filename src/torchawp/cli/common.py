@@ -7,27 +7,32 @@ import difflib
 import math
 import sys
 import warnings
+from typing import Optional
 
 from ..errors import ConfigError
 
 
-def hyphenated(argv) -> list[str]:
-    """Option names spelled with hyphens: ``--n_examples 5`` is ``--n-examples 5`` (values,
-    ``--which ema_best`` included, are left as they are), as ``train`` reads its fields."""
+def option_names(argv, joiner: str = "-", aliases: Optional[dict] = None) -> list[str]:
+    """Option names read in either spelling, rewritten with ``joiner`` between words:
+    ``--n_examples 5`` is ``--n-examples 5`` (``train``'s fields take ``"_"``: ``--out-dir`` is
+    ``--out_dir``); values, ``--which ema_best`` included, are left as they are; ``aliases``
+    maps a rewritten name to another."""
+    other = "_" if joiner == "-" else "-"
     out = []
     for arg in argv:
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-            arg = "--" + name.replace("_", "-") + eq + value
+            name = name.replace(other, joiner)
+            arg = "--" + (aliases or {}).get(name, name) + eq + value
         out.append(arg)
     return out
 
 
 def parse(parser: argparse.ArgumentParser, argv):
     """``parser.parse_args(argv)`` with option names read in either spelling
-    (:func:`hyphenated`), a bad or unknown argument raised as one :class:`ConfigError` line
+    (:func:`option_names`), a bad or unknown argument raised as one :class:`ConfigError` line
     (an unknown option with the nearest known one)."""
-    argv = hyphenated(argv)
+    argv = option_names(argv)
     parser.exit_on_error = False
 
     def refuse(message: str):  # argparse's own errors (a missing argument): no usage dump

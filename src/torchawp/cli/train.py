@@ -22,6 +22,7 @@ from ..estimate import dry_run_plan
 from ..methods import get_method
 from ..runlog import describe, summary_table
 from ..validation import validate
+from .common import option_names
 
 
 def _train_parser(defaults_recipe: Optional[str] = None):
@@ -65,20 +66,8 @@ def _option_value(argv: list[str], option: str) -> Optional[str]:
     return None
 
 
+# jsonargparse names options after the config's fields (--out_dir); either spelling is read
 ALIASES = {"probe_flatness_every": "eval.flatness_every"}
-
-
-def _normalise_options(argv: list[str]) -> list[str]:
-    """``--out-dir`` and ``--out_dir`` are the same option (jsonargparse uses the field names);
-    ``--probe-flatness-every`` is ``--eval.flatness_every``."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            name = name.replace("-", "_")
-            arg = "--" + ALIASES.get(name, name) + eq + value
-        out.append(arg)
-    return out
 
 
 # datasets whose runs start from a shipped CPU recipe when no --config is given
@@ -244,7 +233,7 @@ def _unknown_option(option: str, parser) -> str:
 
 
 def cmd_train(argv: list[str]) -> int:
-    argv, resume, run_dir = _split_resume(_normalise_options(argv))
+    argv, resume, run_dir = _split_resume(option_names(argv, "_", ALIASES))
     if any(a in ("-h", "--help") for a in argv):
         _train_parser(_default_recipe(argv)).parse_args(["--help"])
     args = _resume_arguments(argv, run_dir) if resume else _resolve_recipes(argv)
