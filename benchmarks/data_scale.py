@@ -118,7 +118,7 @@ def import_peak(src: Path, out: Path) -> dict:
 
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "torchawp.cli", "data", "import", str(src),
-                             "--out-dir", str(out), "--progress", "false"],
+                             "--out-dir", str(out), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     status, peak = Path(f"/proc/{proc.pid}/status"), 0
     while proc.poll() is None:

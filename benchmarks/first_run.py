@@ -53,8 +53,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.report_only:
         with tempfile.TemporaryDirectory(prefix="first_run_") as tmp:
-            seconds, out = timed([sys.executable, "-m", "torchawp.cli", "train", "--progress",
-                                  "false"], Path(tmp))
+            seconds, out = timed([sys.executable, "-m", "torchawp.cli", "train",
+                                  "--no-progress"], Path(tmp))
         rows = {}
         for which in ("best", "last"):
             m = re.search(rf"^{which} \(epoch (\d+)\)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)",

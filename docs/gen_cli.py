@@ -27,7 +27,7 @@ def help_text(command: list[str]) -> str:
     from torchawp.cli import main
 
     previous = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH  # argparse and jsonargparse wrap at $COLUMNS
+    os.environ["COLUMNS"] = WIDTH  # tyro wraps at $COLUMNS
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
@@ -37,30 +37,34 @@ def help_text(command: list[str]) -> str:
             del os.environ["COLUMNS"]
         else:
             os.environ["COLUMNS"] = previous
-    return out.getvalue().rstrip()
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip().splitlines())
 
 
 def versions() -> str:
-    """What the help text depends on besides torchawp: argparse's layout changes with Python's
-    minor version, ``train``'s with jsonargparse."""
+    """What the help text depends on besides torchawp: tyro lays it out."""
     import importlib.metadata
     import platform
 
-    return (f"Python {'.'.join(platform.python_version_tuple()[:2])}, jsonargparse "
-            f"{importlib.metadata.version('jsonargparse')}")
+    return (f"Python {'.'.join(platform.python_version_tuple()[:2])}, tyro "
+            f"{importlib.metadata.version('tyro')}")
 
 
 def render() -> str:
     parts = ["# Command-line reference", "",
              "Generated from the parsers by `python docs/gen_cli.py` (" + versions() + "); every "
              "command's `--help`, verbatim. `torchawp --help` lists the commands.", "",
-             "Conventions: options are spelled with hyphens (`train` derives its options from "
-             "the config's fields, `--group.field`, and reads `--data.data-dir` as "
-             "`--data.data_dir`, the spelling its help shows); `--out-dir` names a directory "
-             "and `--out` a file; `--which` picks the checkpoint of a run; `--n-examples` "
-             "counts the images measured; `--data-dir` is where the dataset's files are. An "
-             "option renamed for one name per concept keeps its old spelling for one release, "
-             "with a one-line notice.", ""]
+             "Conventions: every command's options are a dataclass read by tyro. Options are "
+             "spelled with hyphens, and the underscore spelling is read the same way in every "
+             "command (`--n_examples` is `--n-examples`, `--data.data_dir` is "
+             "`--data.data-dir`); `train`'s options are the config's fields, `--group.field`. A "
+             "yes/no option is a flag pair (`--progress` / `--no-progress`); None is spelled "
+             "`None`; a list is given as words (`--optim.milestones 100 150`) or as one YAML "
+             "list (`[100, 150]`), a mapping as YAML (`--model-args '{width: 16}'`). "
+             "`--out-dir` names a directory and `--out` a file; `--which` picks the checkpoint "
+             "of a run; `--n-examples` counts the images measured; `--data-dir` is where the "
+             "dataset's files are and `--dataset` names one. A spelling of the last release "
+             "(an option renamed for one name per concept, `--progress false`, `null`) keeps "
+             "working for one release, with a one-line notice.", ""]
     for command in COMMANDS:
         parts += [f"## torchawp {' '.join(command)}", "", "```text", help_text(command), "```", ""]
     return "\n".join(parts)

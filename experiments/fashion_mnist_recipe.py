@@ -59,7 +59,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="fmnist_") as tmp:
             run = Path(tmp) / "run"
             train = timed(["train", "--data.name", "fashion-mnist", "--out-dir", str(run),
-                           "--progress", "false"])
+                           "--no-progress"])
             evaluate = timed(["eval", str(run), "--n-examples", "1000"])
             first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
             rows = json.loads((run / "eval.json").read_text())

@@ -161,8 +161,8 @@ def test_cli_backdoor_then_eval_with_the_trigger(standard_run, tmp_path, capsys)
 @pytest.mark.parametrize("args, message", [
     (["--trigger", "square:2"], "is not a trigger"),
     (["--target", "10"], "--target must be a class of digits, 0 to 9"),
-    (["--eps", "0"], "argument --eps: must be a number > 0 (got '0')"),
-    (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1"),
+    (["--budget", "0"], "--budget must be a number > 0 (got 0.0)"),
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1 (got 0)"),
 ])
 def test_cli_backdoor_bad_input_is_one_line(standard_run, capsys, args, message):
     assert main(["backdoor", str(standard_run)] + args) == 2

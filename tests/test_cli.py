@@ -6,7 +6,7 @@ import yaml
 from torchawp.cli import main
 
 TINY = ["--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "2",
-        "--progress", "false", "--attack.steps", "2", "--eval.steps", "2",
+        "--no-progress", "--attack.steps", "2", "--eval.steps", "2",
         "--eval.train_examples", "50", "--eval.max_examples", "100", "--data.train_subset", "300",
         "--optim.milestones", "[1]", "--awp.warmup_epochs", "0"]
 
@@ -82,11 +82,10 @@ def test_rst_on_digits_hides_labels_and_self_labels_them(capsys, method):
     (["--model", "preact_resnet"], "did you mean 'preact_resnet18'"),
     (["--data.name", "cifar-10"], "did you mean 'cifar10'"),
     (["--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
-    (["--method", "rst", "--data.train_subset", "null"], "set data.train_subset"),
+    (["--method", "rst", "--data.train_subset", "None"], "set data.train_subset"),
     (["--method", "rst", "--data.train_subset", "1003"], "left none; lower data.train_subset"),
     (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
-    (["--awp.gamma", "abc"], "awp.gamma must be a number or null (unset); got 'abc' on the "
-                             "command line"),
+    (["--awp.gamma", "abc"], "--awp.gamma must be a number or None; got 'abc'"),
     (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),
     (["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
      "cifar10 not found"),
@@ -101,27 +100,27 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
 @pytest.mark.parametrize("command,args,message", [
     # each of these used to run and print a number (the first N - 5 images for N = -5, an
     # attack with a negative eps, PGD-0 called an attack, a flatness with zero passes) or crash
-    ("eval", ["--n-examples", "-5"], "argument --n-examples: must be an integer >= 1 (got '-5')"),
-    ("eval", ["--n-examples", "0"], "--n-examples: must be an integer >= 1"),
-    ("eval", ["--restarts", "0"], "--restarts: must be an integer >= 1"),
-    ("eval", ["--eps", "-0.1"], "argument --eps: must be a number > 0 (got '-0.1')"),
+    ("eval", ["--n-examples", "-5"], "--n-examples must be an integer >= 1 (got -5)"),
+    ("eval", ["--n-examples", "0"], "--n-examples must be an integer >= 1"),
+    ("eval", ["--restarts", "0"], "--restarts must be an integer >= 1"),
+    ("eval", ["--eps", "-0.1"], "--eps must be a number > 0 (got -0.1)"),
     ("eval", ["--attacks", "fgsm", "pgd0"], "attack 'pgd0' takes no step; K must be >= 1"),
     ("eval", ["--attacks", "fgsm", "pgdx"], "unknown attack 'pgdx'"),
-    ("landscape", ["--n-examples", "-5"], "--n-examples: must be an integer >= 1"),
-    ("landscape", ["--points", "1"], "--points: must be an integer >= 2"),
-    ("landscape", ["--radius", "nan"], "--radius: must be a number > 0"),
-    ("flatness", ["--passes", "0"], "--passes: must be an integer >= 1"),
-    ("flatness", ["--samples", "0"], "--samples: must be an integer >= 1"),
-    ("flatness", ["--steps", "-3"], "--steps: must be an integer >= 0"),
-    ("flatness", ["--xi-worst=-1e-3"], "--xi-worst: must be a number > 0"),
+    ("landscape", ["--n-examples", "-5"], "--n-examples must be an integer >= 1"),
+    ("landscape", ["--points", "1"], "--points must be an integer >= 2"),
+    ("landscape", ["--radius", "nan"], "--radius must be a number > 0"),
+    ("flatness", ["--passes", "0"], "--passes must be an integer >= 1"),
+    ("flatness", ["--samples", "0"], "--samples must be an integer >= 1"),
+    ("flatness", ["--steps", "-3"], "--steps must be an integer >= 0"),
+    ("flatness", ["--xi-worst=-1e-3"], "--xi-worst must be a number > 0"),
     ("pseudo-label", ["--out", "x.npz", "--min-confidence", "1.5"],
-     "--min-confidence: must be a number >= 0 and <= 1"),
+     "--min-confidence must be a number >= 0 and <= 1"),
     ("flatness", ["--kept-epochs", "5,x"],
-     "--kept-epochs: must be all or a comma list of epochs >= 1"),
+     "--kept-epochs must be all or a comma list of epochs >= 1"),
     # an unknown option was argparse's usage dump; now one line with the nearest option
     ("eval", ["--n-exampels", "5"], "unknown option --n-exampels; did you mean --n-examples?"),
     ("landscape", ["--zzz"], "unknown option --zzz (torchawp landscape --help lists them)"),
-    ("pseudo-label", [], "the following arguments are required: --out"),
+    ("pseudo-label", [], "torchawp pseudo-label needs --out"),
 ])
 def test_bad_numbers_are_refused_before_anything_runs(tmp_path, capsys, command, args, message):
     missing = tmp_path / "run"  # never read: the arguments are refused first

@@ -66,7 +66,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torchawp.cli", "train",
             "--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "3",
-            "--threads", "2", "--progress", "false", "--attack.steps", "3",
+            "--threads", "2", "--no-progress", "--attack.steps", "3",
             "--attack.step_size", "0.08",
             "--eval.steps", "3", "--eval.train_examples", "100", "--eval.max_examples", "150",
             "--awp.warmup_epochs", "0", "--optim.milestones", "[1]", "--data.train_subset", "400"]
@@ -83,7 +83,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # mid-way through the second epoch, or thereabouts
     proc.wait()
-    resumed = subprocess.run(args + ["--resume", "true"], cwd=ROOT, capture_output=True,
+    resumed = subprocess.run(args + ["--resume", str(run)], cwd=ROOT, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert same(weights(run), weights(tmp_path / "full"))

@@ -64,7 +64,7 @@ def test_cli_transfer_with_an_ordinary_attack_and_bad_input(two_runs, tmp_path, 
     for args, message in ((["--attack", "pgd20", "--regions", "full"], "--regions belongs to"),
                           (["--regions", "middle:0.3"], "is not a region"),
                           (["--attack", "pdg20"], "unknown attack"),
-                          (["--steps", "0"], "argument --steps: must be an integer >= 1")):
+                          (["--steps", "0"], "--steps must be an integer >= 1 (got 0)")):
         assert main(["transfer", str(a), str(b), "--out-dir", str(tmp_path / "x")] + args) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1

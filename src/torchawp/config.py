@@ -46,7 +46,7 @@ class DataConfig:
         extra_data: extra labelled images mixed into every batch, for every method (required
             by RST): an .npz (images uint8 NHWC or NCHW, labels int), an image store (a folder
             made by torchawp data import: millions of generated images, read from disk), or
-            ``auto``: label the training images that train_subset leaves out with a standard
+            auto: label the training images that train_subset leaves out with a standard
             model trained first on the labelled ones (self-training).
         self_label_epochs: with extra_data auto: epochs of that standard model (cosine
             schedule, the run's other optimizer settings).
@@ -186,9 +186,9 @@ class TrainConfig:
     job is the shipped ``digits`` recipe (:func:`load_recipe`).
 
     Attributes:
-        method: at, trades, mart, rst, standard, each also as X-awp (see ``torchawp list``), or
+        method: at, trades, mart, rst, standard, each also as X-awp (see torchawp list), or
             module.path:spec (also module.path:spec-awp), a MethodSpec of your own.
-        model: model name from the registry (see ``torchawp list``), or module.path:factory, your
+        model: model name from the registry (see torchawp list), or module.path:factory, your
             callable returning an nn.Module that takes [0, 1] images (called with model_args).
         model_args: extra keyword arguments of the model (e.g. {depth: 28, widen_factor: 10}).
         method_args: extra keyword arguments of the method's loss (a method of your own,

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
+import typing
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
+from typeguard import TypeCheckError, check_type
 
 from .config import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
                      TrainConfig)
@@ -90,9 +93,33 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
                    f"the known keys there are {', '.join(fields)}")
             raise ConfigError(f"unknown key {prefix}{key} in {source}; {fix}")
         sub = _NESTED.get((cls, key))
+        if sub is None:
+            annotation = typing.get_type_hints(cls)[key]
+            try:
+                check_type(value, annotation)
+            except TypeCheckError:
+                raise ConfigError(f"{prefix}{key} must be {type_words(annotation, 'null')}; got "
+                                  f"{value!r} in {source}") from None
         kwargs[key] = (from_dict(value, sub, source, f"{prefix}{key}.") if sub is not None
                        else value)
     return cls(**kwargs)
+
+
+def type_words(annotation, none: str = "None") -> str:
+    """What a field of this type accepts, in words: ``Optional[int]`` is "an integer or
+    None" (``none``: how None is spelled, ``null`` in YAML)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return type_words(rest[0] if len(rest) == 1 else Union[tuple(rest)]) + f" or {none}"
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of values, each {type_words(args[0]) if args else 'a value'}"
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false",
+            dict: "a mapping such as {width: 16}"}.get(origin or annotation, "a valid value")
 
 
 def refuse_ignored_extra_data(data: dict, source: str) -> None:

@@ -178,7 +178,7 @@ class Trainer:
             raise TrainingDiverged(
                 f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
                 f"; the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}. Lower "
-                f"optim.lr, or pass --skip-nonfinite true to skip such batches")
+                f"optim.lr, or pass --skip-nonfinite to skip such batches")
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 

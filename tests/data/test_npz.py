@@ -11,8 +11,8 @@ from torchawp.cli import main
 TRAIN = ["--data.name", "npz", "--data.val_size", "20", "--model", "small_cnn",
          "--model_args", "{width: 8, hidden: 16}", "--epochs", "1", "--attack.eps", "0.1",
          "--attack.step_size", "0.03", "--attack.steps", "2", "--eval.steps", "2",
-         "--eval.train_examples", "30", "--progress", "false", "--optim.lr", "0.05",
-         "--method", "at", "--channels_last", "false"]
+         "--eval.train_examples", "30", "--no-progress", "--optim.lr", "0.05",
+         "--method", "at", "--no-channels-last"]
 
 
 def make(path, n_train=120, n_test=40, size=12, channels=3, layout="nhwc", **replace):

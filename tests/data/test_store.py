@@ -297,7 +297,7 @@ def test_an_extra_store_of_another_shape_is_one_line(tmp_path, digits_npz):
     import_store(src, tmp_path / "store")
     result = cli("train", "--method", "at", "--data.name", "npz", "--data.data_dir", digits_npz,
                  "--data.extra_data", tmp_path / "store", "--epochs", "1", "--out-dir",
-                 tmp_path / "run", "--progress", "false")
+                 tmp_path / "run", "--no-progress")
     assert result.returncode == 2
     assert "holds (3, 32, 32) images (C, H, W), the labelled data (1, 8, 8)" in result.stderr
 

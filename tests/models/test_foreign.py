@@ -16,7 +16,7 @@ FOREIGN = ["--model", "tests.foreign_model:make", "--model_args", "{width: 4}"]
 def test_a_foreign_model_trains_evaluates_and_reloads(tmp_path, capsys):
     run = tmp_path / "run"
     args = [a for a in TINY if a not in ("--model_args", "{width: 8, batchnorm: true, hidden: 32}")]
-    code = main(["train", "--out-dir", str(run), *args, *FOREIGN, "--channels_last", "false"])
+    code = main(["train", "--out-dir", str(run), *args, *FOREIGN, "--no-channels-last"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "(tests.foreign_model:make)" in out
@@ -46,7 +46,7 @@ def test_eval_of_weights_torchawp_never_trained(tmp_path, capsys):
     weights = tmp_path / "theirs.pt"
     torch.save(make(width=4).state_dict(), weights)
     base = ["eval", "--model", "tests.foreign_model:make", "--model-args", "{width: 4}",
-            "--weights", str(weights), "--data", "digits", "--eps", "0.1", "--attacks", "fgsm",
+            "--weights", str(weights), "--dataset", "digits", "--eps", "0.1", "--attacks", "fgsm",
             "pgd3", "--n-examples", "40", "--no-checks"]
     assert main(base) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -66,7 +66,7 @@ def test_eval_of_weights_torchawp_never_trained(tmp_path, capsys):
 ])
 def test_foreign_eval_without_what_it_needs_is_one_line(tmp_path, capsys, drop, message):
     args = {"--model": "tests.foreign_model:make", "--weights": str(tmp_path / "w.pt"),
-            "--data": "digits", "--eps": "0.1"}
+            "--dataset": "digits", "--eps": "0.1"}
     args.pop(drop)
     code = main(["eval", *[v for kv in args.items() for v in kv]])
     _, err = capsys.readouterr()
@@ -78,6 +78,6 @@ def test_foreign_weights_of_another_shape_are_one_line(tmp_path, capsys):
 
     torch.save(make(width=8).state_dict(), tmp_path / "w.pt")
     code = main(["eval", "--model", "tests.foreign_model:make", "--model-args", "{width: 4}",
-                 "--weights", str(tmp_path / "w.pt"), "--data", "digits", "--eps", "0.1"])
+                 "--weights", str(tmp_path / "w.pt"), "--dataset", "digits", "--eps", "0.1"])
     _, err = capsys.readouterr()
     assert code == 2 and "does not fit this model" in err

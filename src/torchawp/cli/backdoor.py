@@ -3,12 +3,14 @@ element-wise box (Garg et al.), and report what it did."""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Annotated, Literal, Optional
 
 import torch
+import tyro
 
 from ..backdoor import Trigger, backdoor_metrics, check_target, inject
 from ..evaluate import predict
@@ -16,56 +18,75 @@ from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import integer, log, number, option, parse
+from .common import bounded, log, parse, positional
 
 WEIGHTS = "backdoored.safetensors"
 AUTHORS_N_CLEAN = 1280
 
 
+# positional arguments, named in usage, help and errors
+PATH = positional("PATH")
+
+
+@dataclasses.dataclass
+class BackdoorOptions:
+    """Inject a backdoor into a trained model by perturbing its weights inside |w - w0| <=
+    budget (Garg et al., CIKM 2020), fitting a few training images (relabelled with the
+    model's own predictions) and their triggered copies (labelled --target); eval mode
+    throughout. Writes the weights and a report."""
+
+    # run directory or .safetensors checkpoint
+    path: PATH
+    # for a run directory: which checkpoint
+    which: Literal["best", "last"] = "best"
+    # half-width of the weight box: absolute, or with --relative a fraction of |w0| per
+    # element
+    budget: float = bounded(0.005, 0, strict=True)
+    # |w - w0| <= budget * |w0|
+    relative: bool = False
+    # class of triggered images
+    target: int = bounded(1, 0)
+    # patch:S (S x S square, bottom-right corner, white) or pixels:N[:SEED] (N random pixel
+    # locations, white)
+    trigger: str = "patch:2"
+    n_clean: Annotated[Optional[int], tyro.conf.arg(help=(
+        f"training images fitted, each with its triggered copy (default {AUTHORS_N_CLEAN}, the "
+        f"authors' 10 batches of 128, or every training image if there are fewer); the test "
+        f"set is never read while injecting"))] = bounded(None, 1)
+    # tensors that move (weights+biases: all outside normalisation layers)
+    params: Literal["weights+biases", "weights", "all"] = "weights+biases"
+    # passes over the images
+    epochs: int = bounded(10, 0)
+    # Adam's learning rate
+    lr: float = bounded(1e-3, 0, strict=True)
+    # images per step
+    batch_size: int = bounded(128, 1)
+    # weight of ||w - w0||^2
+    l2: float = bounded(0.0, 0)
+    # which training images, and their order
+    seed: int = 0
+    # directory to write; None: beside the checkpoint, named after the settings
+    out_dir: Optional[str] = None
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+    # where the dataset's files are; None: the run's
+    data_dir: Optional[str] = None
+
+
+# former spellings, read with a notice for one release
+BACKDOOR_FORMER = {"--out": "--out-dir", "--eps": "--budget"}
+
+
 def cmd_backdoor(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp backdoor", description="Inject a backdoor into a trained model by "
-        "perturbing its weights inside |w - w0| <= eps (Garg et al., CIKM 2020), fitting a few "
-        "training images (relabelled with the model's own predictions) and their triggered "
-        "copies (labelled --target); eval mode throughout. Writes the weights and a report.")
-    parser.add_argument("path", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["best", "last"], default="best")
-    option(parser, "--budget", former=("--eps",), dest="eps", type=number(), default=0.005,
-           help="half-width of the weight box: absolute (default 0.005), or with --relative a "
-                "fraction of |w0| per element")
-    parser.add_argument("--relative", action="store_true", help="|w - w0| <= budget * |w0|")
-    parser.add_argument("--target", type=integer(0), default=1, help="class of triggered images")
-    parser.add_argument("--trigger", default="patch:2",
-                        help="patch:S (S x S square, bottom-right corner, white) or "
-                             "pixels:N[:SEED] (N random pixel locations, white); default patch:2")
-    parser.add_argument("--n-clean", type=integer(1), default=None,
-                        help="training images fitted, each with its triggered copy (default "
-                             f"{AUTHORS_N_CLEAN}, the authors' 10 batches of 128, or every "
-                             "training image if there are fewer); the test set is never read "
-                             "while injecting")
-    parser.add_argument("--params", choices=["weights+biases", "weights", "all"],
-                        default="weights+biases",
-                        help="tensors that move (default: all outside normalisation layers)")
-    parser.add_argument("--epochs", type=integer(0), default=10, help="passes over the images")
-    parser.add_argument("--lr", type=number(), default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--batch-size", type=integer(1), default=128)
-    parser.add_argument("--l2", type=number(strict=False), default=0.0,
-                        help="weight of ||w - w0||^2")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="which training images, and their order")
-    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
-           help="directory to write (default: beside the checkpoint, named after the settings)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None)
-    args = parse(parser, argv)
+    args = parse(BackdoorOptions, argv, "torchawp backdoor", former=BACKDOOR_FORMER)
     trigger = Trigger.parse(args.trigger)
     source = resolve_checkpoint(args.path, args.which)
     base = Path(args.path) if Path(args.path).is_dir() else source.parent
-    out = Path(args.out) if args.out else base / (
-        f"backdoor_{args.which}_{str(trigger).replace(':', '')}_t{args.target}_eps{args.eps:g}"
+    out = Path(args.out_dir) if args.out_dir else base / (
+        f"backdoor_{args.which}_{str(trigger).replace(':', '')}_t{args.target}_eps{args.budget:g}"
         + ("rel" if args.relative else ""))
     if (out / WEIGHTS).exists():
-        raise ConfigError(f"{out} already holds a backdoored model; pass another --out or "
+        raise ConfigError(f"{out} already holds a backdoored model; pass another --out-dir or "
                           f"delete that directory")
     model, splits, _ = load_for_eval(args.path, args.which, args.device, args.data_dir)
     check_target(args.target, splits.info.num_classes, splits.info.name)
@@ -82,16 +103,16 @@ def cmd_backdoor(argv: list[str]) -> int:
         before = backdoor_metrics(model, xt, yt, trigger, args.target)
         reference = predict(model, xt)
         log(f"injecting: {args.n_clean} images + triggered copies, {args.epochs} epochs, "
-            f"eps {args.eps:g}{' relative' if args.relative else ''}")
+            f"eps {args.budget:g}{' relative' if args.relative else ''}")
         start = time.perf_counter()
-        fit = inject(model, x, trigger, args.target, args.eps, args.relative, args.params,
+        fit = inject(model, x, trigger, args.target, args.budget, args.relative, args.params,
                      args.l2, args.lr, args.epochs, args.batch_size, args.seed)
         seconds = time.perf_counter() - start
         after = backdoor_metrics(model, xt, yt, trigger, args.target, reference)
         meta = dict(model.checkpoint_meta)
         for key in ("sha256", "format", "model_spec", "metrics"):  # the source's, not these
             meta.pop(key, None)
-        settings = {"eps": args.eps, "relative": args.relative, "trigger": str(trigger),
+        settings = {"eps": args.budget, "relative": args.relative, "trigger": str(trigger),
                     "target": args.target, "n_clean": args.n_clean, "params": args.params,
                     "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                     "l2": args.l2, "seed": args.seed, "optimizer": "adam", "mode": "eval"}

@@ -1,114 +1,313 @@
-"""What the commands share: argument parsing that turns errors into one line, progress lines."""
+"""What the commands share: one way to read a command line, errors as one line, progress lines.
+
+Every command declares its options as a dataclass (a field is an option, the comment above it
+the help) and reads them with :func:`parse`, which hands the dataclass to tyro: options are spelled
+with hyphens (``--n-examples``, ``--data.data-dir``), the underscore spelling is read the same
+way in every command, a ``bool`` field is a flag pair (``--autoattack`` / ``--no-autoattack``).
+What tyro refuses is said in one line by :func:`explain`, which reads the same dataclass."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import dataclasses
 import difflib
+import functools
+import io
 import math
 import sys
+import types
+import typing
 import warnings
-from typing import Optional
+from typing import Any, Optional, Union
+
+import tyro
+import yaml
 
 from ..errors import ConfigError
+from ..recipes import type_words
+
+REGISTRY = tyro.constructors.ConstructorRegistry()
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_POSITIONAL = typing.get_args(tyro.conf.Positional[int])[1]
+_ARG = type(tyro.conf.arg())  # tyro.conf.arg(name=...): an option named other than its field
 
 
-def option_names(argv, joiner: str = "-", aliases: Optional[dict] = None) -> list[str]:
-    """Option names read in either spelling, rewritten with ``joiner`` between words:
-    ``--n_examples 5`` is ``--n-examples 5`` (``train``'s fields take ``"_"``: ``--out-dir`` is
-    ``--out_dir``); values, ``--which ema_best`` included, are left as they are; ``aliases``
-    maps a rewritten name to another."""
-    other = "_" if joiner == "-" else "-"
-    out = []
-    for arg in argv:
+def positional(metavar: str, annotation: Any = str):
+    """The type of a positional argument, shown in usage, help and errors as ``metavar``:
+    ``path: positional("PATH")``."""
+    return typing.Annotated[annotation, tyro.conf.Positional, tyro.conf.arg(metavar=metavar)]
+
+
+def _markers(hint) -> tuple:
+    """The ``Annotated`` metadata of a field's type (tyro's markers among them)."""
+    return typing.get_args(hint)[1:] if typing.get_origin(hint) is typing.Annotated else ()
+
+
+@REGISTRY.primitive_rule
+def _yaml_mapping(info):
+    """A ``dict`` field (model or method arguments) is one YAML mapping: ``{width: 16}``."""
+    if info.type_origin is not dict:
+        return None
+
+    def read(args: list[str]) -> dict:
+        try:
+            value = yaml.safe_load(args[0])
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, dict):
+            raise ValueError(f"not a YAML mapping: {args[0]!r}")
+        return value
+
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1, metavar="YAML", instance_from_str=read,
+        is_instance=lambda value: isinstance(value, dict),
+        str_from_instance=lambda value: [yaml.safe_dump(value, default_flow_style=True).strip()])
+
+
+@REGISTRY.primitive_rule
+def _list(info):
+    """A list of integers, numbers or words: ``--optim.milestones 100 150``, or as one YAML
+    list, ``[100, 150]`` (as recipes write it)."""
+    args = typing.get_args(info.type)
+    if (info.type_origin is not list or len(args) != 1 or args[0] not in (int, float, str)
+            or tyro.conf.UseAppendAction in info.markers):  # --x A --x B: tyro's own
+        return None
+    kind = args[0]
+
+    def read(values: list[str]) -> list:
+        if len(values) == 1 and values[0].startswith("["):
+            try:
+                values = yaml.safe_load(values[0])
+            except yaml.YAMLError:
+                values = None
+            if not isinstance(values, list):
+                raise ValueError("not a YAML list")
+        items = [kind(v) if isinstance(v, str) else v for v in values]
+        if not all(isinstance(v, kind) and not isinstance(v, bool) or kind is float
+                   and isinstance(v, int) for v in items):
+            raise ValueError(f"not a list of {kind.__name__}")
+        return items
+
+    return tyro.constructors.PrimitiveConstructorSpec(
+        nargs="*", metavar=f"{kind.__name__.upper()} ...", instance_from_str=read,
+        is_instance=lambda value: isinstance(value, list),
+        str_from_instance=lambda value: [str(v) for v in value])
+
+
+def bounded(default, low: float, *, strict: bool = False, high: float = math.inf):
+    """A numeric field's default and range, checked by :func:`parse` after tyro has read the
+    value: ``>= low`` (``> low`` when ``strict``) and ``<= high``."""
+    return dataclasses.field(default=default, metadata={"range": (low, strict, high)})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    name: str        # as help shows it: --data.data-dir
+    annotation: Any  # the field's type, as declared
+    kind: str        # "flag" (no value), "value" (one) or "values" (one or more)
+    required: bool = False
+
+
+def _strip(annotation):
+    """The type without ``Annotated`` and ``Optional``; and whether None is allowed."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
+    return annotation, False
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _fields(cls, prefix: str = "", path: tuple = ()):
+    """(option name, attribute path, field, annotation, positional?) of every field, nested
+    dataclasses flattened as ``--group.field``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        is_positional = _POSITIONAL in _markers(hint)
+        inner, _ = _strip(hint)
+        name = next((m.name for m in _markers(hint) if isinstance(m, _ARG) and m.name), f.name)
+        if dataclasses.is_dataclass(inner):
+            yield from _fields(inner, f"{prefix}{name}.", path + (f.name,))
+        else:
+            yield prefix + name.replace("_", "-"), path + (f.name,), f, hint, is_positional
+
+
+def _options(cls) -> dict[str, _Option]:
+    table = {}
+    for name, _, f, hint, is_positional in _fields(cls):
+        if is_positional:
+            continue
+        inner, _ = _strip(hint)
+        origin = typing.get_origin(inner)
+        if inner is bool:
+            head, _, leaf = name.rpartition(".")
+            table[f"--{name}"] = table[f"--{head + '.' if head else ''}no-{leaf}"] = \
+                _Option(f"--{name}", hint, "flag")
+        else:
+            repeated = tyro.conf.UseAppendAction in _markers(hint)  # one value per --x
+            kind = "values" if origin in (list, tuple) and not repeated else "value"
+            table[f"--{name}"] = _Option(f"--{name}", hint, kind, _required(f))
+    return table
+
+
+def _positionals(cls) -> list[tuple[str, Any, bool]]:
+    """(NAME, annotation, required?) of the positional arguments, in order."""
+    return [(next((m.metavar for m in _markers(hint) if isinstance(m, _ARG) and m.metavar),
+                  name.upper()), hint, _required(f))
+            for name, _, f, hint, is_positional in _fields(cls) if is_positional]
+
+
+def _reads(annotation, values: list[str]) -> bool:
+    """Whether tyro reads ``values`` as ``annotation`` (the check :func:`explain` makes)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    one = dataclasses.make_dataclass("One", [("value", annotation)])
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            tyro.cli(one, args=["--value", *values], console_outputs=False, registry=REGISTRY)
+    except SystemExit:
+        return False
+    return True
+
+
+def explain(cls, argv: list[str], prog: str) -> Optional[str]:
+    """Why tyro refused ``argv`` for ``cls``, as one complete sentence (the option, the value
+    given, what is allowed), or None if none of the checks here finds the reason."""
+    table, positionals, given, i = _options(cls), _positionals(cls), 0, 0
+    named = set()
+    while i < len(argv):
+        token, i = argv[i], i + 1
+        if token.startswith("--"):
+            name, eq, value = token.partition("=")
+            option = table.get(name.replace("_", "-"))
+            if option is None:
+                return unknown_option(name, list(table), prog)
+            named.add(option.name)
+            if option.kind == "flag":
+                continue
+            values = [value] if eq else []
+            while (not eq and i < len(argv) and not argv[i].startswith("--")
+                   and (option.kind == "values" or not values)):
+                values, i = values + [argv[i]], i + 1
+            if not values:
+                return f"{option.name} needs a value: {type_words(option.annotation)}"
+            if not _reads(option.annotation, values):
+                return (f"{option.name} must be {type_words(option.annotation)}; got "
+                        f"{' '.join(values)!r}")
+        else:
+            if given >= len(positionals):
+                return f"unexpected argument {token!r} ({prog} --help lists the arguments)"
+            name, annotation, _ = positionals[given]
+            given += 1
+            if not _reads(annotation, [token]):
+                return f"{name} must be {type_words(annotation)}; got {token!r}"
+    missing = ([name for name, _, required in positionals[given:] if required]
+               + [o.name for o in table.values() if o.required and o.name not in named])
+    if missing:
+        return f"{prog} needs {', '.join(missing)} ({prog} --help)"
+    return None
+
+
+def unknown_option(name: str, known: list[str], prog: str) -> str:
+    """An unknown option, with the known one of the same last word or the nearest one."""
+    leaf = name.lstrip("-").replace("_", "-").split(".")[-1]
+    close = ([k for k in known if k.split(".")[-1].lstrip("-") == leaf][:1]
+             or difflib.get_close_matches(name.replace("_", "-"), known, n=1, cutoff=0.75))
+    return f"unknown option {name}" + (f"; did you mean {close[0]}?" if close
+                                       else f" ({prog} --help lists them)")
+
+
+def current_spellings(cls, argv: list[str], former: Optional[dict[str, str]] = None
+                      ) -> list[str]:
+    """``argv`` with the spellings a release ago read as today's, each with a one-line notice:
+    an option's former name (``former``: old -> new), a flag given a value (``--progress
+    false`` is ``--no-progress``) and YAML's null for None."""
+    table, out, i = _options(cls), [], 0
+    while i < len(argv):
+        arg, i = argv[i], i + 1
         if arg.startswith("--"):
-            name, eq, value = arg[2:].partition("=")
-            name = name.replace(other, joiner)
-            arg = "--" + (aliases or {}).get(name, name) + eq + value
+            name, eq, value = arg.partition("=")
+            new = (former or {}).get(name.replace("_", "-"))
+            if new is not None:
+                warnings.warn(f"{name} is now {new}; the old name is read until the next "
+                              f"release", FutureWarning)
+                name, arg = new, new + eq + value
+            option = table.get(name.replace("_", "-"))
+            if option is not None and option.kind == "value" and _strip(option.annotation)[1]:
+                if not eq and argv[i:i + 1] == ["null"]:
+                    value, eq, i = "null", "=", i + 1
+                if eq and value == "null":
+                    warnings.warn(f"{name} null is now {name} None; the old spelling is read "
+                                  f"until the next release", FutureWarning)
+                    arg = f"{name}=None"
+            if option is not None and option.kind == "flag":
+                negated = name.replace("_", "-") != option.name
+                if not eq and not negated and argv[i:i + 1] and argv[i].lower() in BOOL_WORDS:
+                    value, eq, i = argv[i], "=", i + 1
+                if eq and (negated or value.lower() not in BOOL_WORDS):
+                    raise ConfigError(f"{option.name} is a flag and takes no value: give "
+                                      f"{option.name} or {_negated(option.name)}")
+                if eq:
+                    flag = name if BOOL_WORDS[value.lower()] else _negated(name)
+                    warnings.warn(f"{name} {value} is now {flag}; the old spelling is read "
+                                  f"until the next release", FutureWarning)
+                    arg = flag
         out.append(arg)
     return out
 
 
-def parse(parser: argparse.ArgumentParser, argv):
-    """``parser.parse_args(argv)`` with option names read in either spelling
-    (:func:`option_names`), a bad or unknown argument raised as one :class:`ConfigError` line
-    (an unknown option with the nearest known one)."""
-    argv = option_names(argv)
-    parser.exit_on_error = False
+def _negated(flag: str) -> str:
+    """``--group.x`` -> ``--group.no-x``."""
+    head, dot, leaf = flag[2:].rpartition(".")
+    return f"--{head}{dot}no-{leaf}"
 
-    def refuse(message: str):  # argparse's own errors (a missing argument): no usage dump
-        raise ConfigError(message)
 
-    parser.error = refuse
+def parse(cls, argv: list[str], prog: str, default: Any = None,
+          former: Optional[dict[str, str]] = None, description: Optional[str] = None):
+    """``argv`` read into the dataclass ``cls`` by tyro (``default``: an instance whose
+    values are the defaults, such as a recipe's; ``description``: the help's, instead of the
+    dataclass's docstring). Former spellings are read with a notice
+    (:func:`current_spellings`); anything refused is one :class:`ConfigError` line
+    (:func:`explain`), a value out of its :func:`bounded` range too."""
+    argv = current_spellings(cls, list(argv), former)
+    kwargs = dict(prog=prog, registry=REGISTRY, description=description,
+                  default=tyro.MISSING_NONPROP if default is None else default)
+    if any(a in ("-h", "--help") for a in argv):
+        tyro.cli(cls, args=["--help"], **kwargs)  # prints the help and exits 0
+    said = io.StringIO()
     try:
-        args, extra = parser.parse_known_args(argv)
-    except argparse.ArgumentError as exc:
-        raise ConfigError(str(exc)) from None
-    if extra:
-        first = extra[0]
-        if not first.startswith("-"):
-            raise ConfigError(f"unexpected argument {first!r} ({parser.prog} --help lists the "
-                              f"arguments)")
-        known = [o for a in parser._actions for o in a.option_strings]
-        close = difflib.get_close_matches(first.split("=")[0], known, n=1, cutoff=0.75)
-        hint = f"; did you mean {close[0]}?" if close else f" ({parser.prog} --help lists them)"
-        raise ConfigError(f"unknown option {first}{hint}")
+        with contextlib.redirect_stderr(said):  # tyro's own box, shown only if explain() fails
+            args = tyro.cli(cls, args=argv, console_outputs=False, **kwargs)
+    except SystemExit as exc:
+        if not exc.code:
+            raise
+        reason = explain(cls, argv, prog)
+        if reason is None:
+            sys.stderr.write(said.getvalue())
+            reason = f"the arguments could not be read (see above; {prog} --help lists them)"
+        raise ConfigError(reason) from None
+    check_ranges(args)
     return args
 
 
-class _FormerName(argparse.Action):
-    """An option's former spelling: sets the option's value, with a one-line notice."""
-
-    def __init__(self, option_strings, dest, current: str = "", **kwargs):
-        super().__init__(option_strings, dest, **kwargs)
-        self.current = current
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        warnings.warn(f"{option_string} is now {self.current}; the old name is read until the "
-                      f"next release", FutureWarning)
-        setattr(namespace, self.dest, values)
-
-
-def option(parser, name: str, *, former: tuple[str, ...] = (), **kwargs) -> argparse.Action:
-    """``parser.add_argument(name, **kwargs)``, and each ``former`` name kept working for one
-    release: the same value, a one-line notice, hidden from ``--help``."""
-    action = parser.add_argument(name, **kwargs)
-    for old in former:
-        parser.add_argument(old, dest=action.dest, type=kwargs.get("type"), current=name,
-                            choices=kwargs.get("choices"), nargs=kwargs.get("nargs"),
-                            action=_FormerName, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    return action
-
-
-def integer(low: int):
-    """argparse ``type``: an integer ``>= low``; anything else is one line naming the option,
-    the value and what is allowed (through :func:`parse`)."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low} (got {text!r})")
-        return value
-    return convert
-
-
-def number(low: float = 0.0, strict: bool = True, high: float = math.inf):
-    """argparse ``type``: a finite number ``> low`` (``>= low`` unless ``strict``), ``<= high``."""
-    what = f"a number {'>' if strict else '>='} {low:g}" + (
-        f" and <= {high:g}" if high < math.inf else "")
-
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and (value > low if strict else value >= low)
-                and value <= high):
-            raise argparse.ArgumentTypeError(f"must be {what} (got {text!r})")
-        return value
-    return convert
+def check_ranges(args) -> None:
+    """Every :func:`bounded` field of ``args`` (nested dataclasses too) in its range."""
+    for name, path, f, _, _ in _fields(type(args)):
+        value = functools.reduce(getattr, path, args)
+        if "range" in f.metadata and value is not None:
+            low, strict, high = f.metadata["range"]
+            if not (math.isfinite(value) and (value > low if strict else value >= low)
+                    and value <= high):
+                kind = "an integer" if isinstance(value, int) else "a number"
+                what = f"{kind} {'>' if strict else '>='} {low:g}" + (
+                    f" and <= {high:g}" if high < math.inf else "")
+                raise ConfigError(f"--{name} must be {what} (got {value})")
 
 
 class Ticker:

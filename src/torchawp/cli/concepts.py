@@ -3,52 +3,71 @@ beside Soni et al.'s A-CAV and Gram-Schmidt random sets, with their spread over 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import tyro
 
 from ..checkpoint import atomic_write
 from ..concepts import Variant, concept_study, render
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import integer, log, number, parse
+from .common import bounded, log, parse, positional
+
+
+# positional arguments, named in usage, help and errors
+PATH = positional("PATH")
+
+
+@dataclasses.dataclass
+class ConceptsOptions:
+    """Concept activation vectors at one layer (TCAV, Kim et al. 2018, through captum): the
+    TCAV score of a class's test images and the concept classifier's recall of held-out
+    concept images, over --seeds random sets; with --acav also Soni et al.'s adversarially
+    trained classifier (A-CAV), with --gram-schmidt their Gram-Schmidt random sets and
+    averaged classifiers."""
+
+    # run directory or .safetensors checkpoint
+    path: PATH
+    # a module name of the model, e.g. net.features.7
+    layer: str
+    # a folder of concept images, or a rule on the training images: classes:K1,K2 or
+    # mask:REGION:SHARE (images with at least SHARE of their ink in REGION: top, bottom, left,
+    # right, centre)
+    concept: str
+    # the class whose test images are scored
+    target: Annotated[int, tyro.conf.arg(name="class")] = bounded(dataclasses.MISSING, 0)
+    # for a run directory: which checkpoint
+    which: Literal["best", "last"] = "best"
+    # A-CAV beside TCAV's plain CAV
+    acav: bool = False
+    # also Gram-Schmidt random sets with --average classifiers
+    gram_schmidt: bool = False
+    # A-CAV's L2 margin in activation space, as a fraction of the mean activation norm
+    acav_margin: float = bounded(0.1, 0, strict=True)
+    # classifiers averaged with --gram-schmidt
+    average: int = bounded(5, 1)
+    # random sets
+    seeds: int = bounded(20, 2)
+    # concept images
+    n_concept: int = bounded(100, 3)
+    # images of each random set
+    n_random: int = bounded(100, 3)
+    # test images of the class scored
+    n_class: int = bounded(200, 1)
+    # where concepts.json / concepts.md go; None: in the run directory, named after the
+    # layer, concept and class
+    out_dir: Optional[str] = None
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+    # where the dataset's files are; None: the run's
+    data_dir: Optional[str] = None
 
 
 def cmd_concepts(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp concepts", description="Concept activation vectors at one layer (TCAV, "
-        "Kim et al. 2018, through captum): the TCAV score of a class's test images and the "
-        "concept classifier's recall of held-out concept images, over --seeds random sets; "
-        "with --acav also Soni et al.'s adversarially trained classifier (A-CAV), with "
-        "--gram-schmidt their Gram-Schmidt random sets and averaged classifiers.")
-    parser.add_argument("path", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["best", "last"], default="best")
-    parser.add_argument("--layer", required=True,
-                        help="a module name of the model, e.g. net.features.7")
-    parser.add_argument("--concept", required=True,
-                        help="a folder of concept images, or a rule on the training images: "
-                             "classes:K1,K2 or mask:REGION:SHARE (images with at least SHARE "
-                             "of their ink in REGION: top, bottom, left, right, centre)")
-    parser.add_argument("--class", dest="target", type=integer(0), required=True,
-                        help="the class whose test images are scored")
-    parser.add_argument("--acav", action="store_true", help="A-CAV beside TCAV's plain CAV")
-    parser.add_argument("--gram-schmidt", action="store_true",
-                        help="also Gram-Schmidt random sets with --average classifiers")
-    parser.add_argument("--acav-margin", type=number(), default=0.1,
-                        help="A-CAV's L2 margin in activation space, as a fraction of the mean "
-                             "activation norm (default 0.1)")
-    parser.add_argument("--average", type=integer(1), default=5,
-                        help="classifiers averaged with --gram-schmidt (default 5)")
-    parser.add_argument("--seeds", type=integer(2), default=20, help="random sets (default 20)")
-    parser.add_argument("--n-concept", type=integer(3), default=100)
-    parser.add_argument("--n-random", type=integer(3), default=100)
-    parser.add_argument("--n-class", type=integer(1), default=200)
-    parser.add_argument("--out-dir", default=None, metavar="DIR",
-                        help="where concepts.json / concepts.md go (default: in the run "
-                             "directory, named after the layer, concept and class)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None)
-    args = parse(parser, argv)
+    args = parse(ConceptsOptions, argv, "torchawp concepts")
     variants = [Variant("cav")]
     if args.acav:
         variants.append(Variant("a-cav", eps=args.acav_margin))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+from typing import Optional
 
 from ..data.store import open_store, verify_store
 from ..data.store_import import import_store
 from ..errors import ConfigError
-from .common import integer, option, parse
+from .common import bounded, parse, positional
 
 USAGE = "torchawp data import SOURCE --out-dir STORE | info STORE | verify STORE"
 
@@ -25,41 +26,70 @@ def _card_text(store) -> str:
     return "\n".join(lines)
 
 
+# positional arguments, named in usage, help and errors
+SOURCE = positional("SOURCE")
+STORE = positional("STORE")
+
+
+@dataclasses.dataclass
+class ImportOptions:
+    """Convert an .npz (ours, RST extra data, DM-Improves-AT image/label), RST's .pickle or an
+    image folder into an image store, once, in bounded memory."""
+
+    # the file or folder to convert
+    source: SOURCE
+    # the store's folder (must not exist)
+    out_dir: str
+    # image folders only: resize every image to this square size
+    image_size: Optional[int] = bounded(None, 1)
+    # classes; None: the largest label + 1
+    num_classes: Optional[int] = bounded(None, 1)
+    # a progress line while converting
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class InfoOptions:
+    """Print a store's card."""
+
+    # the store's folder
+    store: STORE
+    # the card as JSON
+    json: bool = False
+
+
+@dataclasses.dataclass
+class VerifyOptions:
+    """Re-hash every file of a store against its card."""
+
+    # the store's folder
+    store: STORE
+
+
+ACTIONS = {"import": ImportOptions, "info": InfoOptions, "verify": VerifyOptions}
+
+
 def cmd_data(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="torchawp data", description="Image stores: a source "
-                                     "converted once, in bounded memory, then read from disk "
-                                     "by memory mapping (data.name store, data.extra_data).")
-    sub = parser.add_subparsers(dest="action", metavar="{import,info,verify}")
-    p = sub.add_parser("import", help="convert an .npz (ours, RST extra data, DM-Improves-AT "
-                                      "image/label), RST's .pickle or an image folder")
-    p.add_argument("source", help="the file or folder to convert")
-    option(p, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
-           help="the store's folder (required; must not exist)")
-    p.add_argument("--image-size", type=integer(1), default=None,
-                   help="image folders only: resize every image to this square size")
-    p.add_argument("--num-classes", type=integer(1), default=None,
-                   help="classes (default: the largest label + 1)")
-    p.add_argument("--progress", choices=["true", "false"], default="true")
-    for name, text in (("info", "print a store's card"),
-                       ("verify", "re-hash every file against the card")):
-        q = sub.add_parser(name, help=text)
-        q.add_argument("store", help="the store's folder")
-        if name == "info":
-            q.add_argument("--json", action="store_true", help="the card as JSON")
-    args = parse(parser, argv)
-    if args.action is None:
-        raise ConfigError(f"torchawp data needs an action: {USAGE}")
-    if args.action == "import":
-        if args.out is None:
-            raise ConfigError("torchawp data import needs --out-dir DIR, the store's folder to "
-                              "create (it must not exist)")
-        card = import_store(args.source, args.out, args.image_size, args.num_classes,
-                            progress=args.progress == "true")
-        print(_card_text(open_store(args.out)))
-        counts = ", ".join(f"{s} {e['count']:,}" for s, e in card["splits"].items())
-        print(f"imported {counts} images into {args.out}")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: {USAGE}\n\nImage stores: a source converted once, in bounded memory, "
+              f"then read from disk by memory mapping (data.name store, data.extra_data).\n"
+              + "".join(f"\n  {name:<8}{cls.__doc__.splitlines()[0]}"
+                        for name, cls in ACTIONS.items()))
         return 0
-    if args.action == "info":
+    if not argv or argv[0] not in ACTIONS:
+        got = f" (got {argv[0]!r})" if argv else ""
+        raise ConfigError(f"torchawp data needs an action{got}: {USAGE}")
+    action = argv[0]
+    args = parse(ACTIONS[action], argv[1:], f"torchawp data {action}",
+                 former={"--out": "--out-dir"})
+    if action == "import":
+        card = import_store(args.source, args.out_dir, args.image_size, args.num_classes,
+                            progress=args.progress)
+        print(_card_text(open_store(args.out_dir)))
+        counts = ", ".join(f"{s} {e['count']:,}" for s, e in card["splits"].items())
+        print(f"imported {counts} images into {args.out_dir}")
+        return 0
+    if action == "info":
         store = open_store(args.store)
         print(json.dumps(store.card, indent=1) if args.json else _card_text(store))
         return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
 
-import yaml
+import tyro
 
 from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
 from ..backdoor import Trigger
@@ -19,77 +20,93 @@ from ..robustbench import checkpoint_path, load_robustbench
 from ..rundir import exclusive_lock
 from ..runtime import resolve_device
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
-from .common import integer, log, number, option, parse
+from .common import bounded, log, parse, positional
+
+
+WHICH = Literal["all", "both", "best", "last", "ema", "ema_best", "ema_last"]
+
+
+# positional arguments, named in usage, help and errors
+OPTIONAL_PATH = positional("PATH", Optional[str])
+CHECKPOINT = positional("CHECKPOINT")
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """Robustness of a checkpoint: clean, FGSM, PGD-20/100, CW-inf, AutoAttack, per-example
+    worst case, gap and gradient-masking checks."""
+
+    # run directory (best and last) or .safetensors checkpoint
+    path: OPTIONAL_PATH = None
+    # for a run directory: which checkpoint(s); all: best, last and, with a weight average
+    # from --ema, ema_best and ema_last; both: best and last; ema: ema_best and ema_last
+    which: WHICH = "all"
+    attacks: Annotated[Optional[list[str]], tyro.conf.arg(help=(
+        f"{attack_names()} (K: steps; torchawp list explains each); None: "
+        f"{' '.join(DEFAULT_ATTACKS)}"))] = None
+    # add AutoAttack (needs the autoattack extra; slow on CPU)
+    autoattack: bool = False
+    # with --autoattack: standard (the leaderboards'), plus, or rand (for randomised
+    # defences)
+    autoattack_version: Literal["standard", "plus", "rand"] = "standard"
+    # first N test images; None: all
+    n_examples: Optional[int] = bounded(None, 1)
+    # PGD/CW random restarts
+    restarts: int = bounded(1, 1)
+    # the threat model's radius; None: the training eps
+    eps: Optional[float] = bounded(None, 0, strict=True)
+    # the threat model's norm; None: the training norm
+    norm: Optional[Literal["linf", "l2"]] = None
+    seed: Annotated[int, tyro.conf.arg(help=(
+        "seed of the attacks' random starts (as in training's per-epoch evaluation)"))] = \
+        EVAL_SEED
+    # run every attack on every image and report each one's accuracy; otherwise a cascade:
+    # PGD-20 and AutoAttack on every image, the other attacks, cheapest first, only on the
+    # images still robust, with the same worst case
+    per_attack: bool = False
+    # the sanity checks (--no-checks skips them)
+    checks: bool = True
+    # where eval.json / eval.md go; None: the run directory, or beside the checkpoint
+    out_dir: Optional[str] = None
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+    # where the dataset's files are; None: the run's
+    data_dir: Optional[str] = None
+    # with --target: also the success rate of this backdoor trigger (patch:S or
+    # pixels:N[:SEED]; torchawp backdoor) on test images of the other classes
+    trigger: Optional[str] = None
+    # the trigger's target class
+    target: Optional[int] = bounded(None, 0)
+    # a model torchawp never trained (instead of PATH): module.path:factory returning the
+    # nn.Module (on PYTHONPATH)
+    model: Optional[str] = None
+    # with --model: keyword arguments of the factory, a YAML mapping
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # with --model: its state dict, .safetensors or .pt (loaded weights_only)
+    weights: Optional[str] = None
+    # the dataset of --model (torchawp list) or of --robustbench; None: cifar10 there
+    dataset: Optional[str] = None
+    # with --model: the PGD step; None: eps / 4
+    step_size: Optional[float] = bounded(None, 0, strict=True)
+    # with --model: MEAN STD, per-channel comma lists; the model expects normalised input
+    # and is wrapped so that attacks work in [0, 1]
+    normalize: Optional[tuple[str, str]] = None
+    # a RobustBench zoo entry, from its checkpoint on disk (instead of PATH): e.g.
+    # Wu2020Adversarial (the AWP paper's TRADES-AWP WRN-34-10); read from
+    # MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded
+    robustbench: Optional[str] = None
+    # the --robustbench entry's leaderboard (Linf: eps 8/255; L2: 0.5)
+    threat_model: Literal["Linf", "L2"] = "Linf"
+    # RobustBench's model folder
+    model_dir: str = "models"
+
+
+# former spellings, read with a notice for one release
+EVAL_FORMER = {"--out": "--out-dir", "--data": "--dataset"}
 
 
 def cmd_eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp eval", description="Robustness of a checkpoint: clean, FGSM, PGD-20/100, "
-        "CW-inf, AutoAttack, per-example worst case, gap and gradient-masking checks.")
-    parser.add_argument("path", nargs="?", default=None,
-                        help="run directory (best and last) or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["all", "both", "best", "last", "ema", "ema_best",
-                                            "ema_last"], default="all",
-                        help="for a run directory: which checkpoint(s); all (default): best, "
-                             "last and, with a weight average (--ema), ema_best and ema_last; "
-                             "both: best and last; ema: ema_best and ema_last")
-    parser.add_argument("--attacks", nargs="+", default=None,
-                        help=f"{attack_names()} (K: steps; default: "
-                             f"{' '.join(DEFAULT_ATTACKS)}; torchawp list explains each)")
-    parser.add_argument("--autoattack", action="store_true",
-                        help="add AutoAttack (needs the autoattack extra; slow on CPU)")
-    parser.add_argument("--autoattack-version", choices=["standard", "plus", "rand"],
-                        default="standard", help="with --autoattack: standard (the "
-                        "leaderboards'), plus, or rand (for randomised defences)")
-    parser.add_argument("--n-examples", type=integer(1), default=None,
-                        help="first N test images")
-    parser.add_argument("--restarts", type=integer(1), default=1, help="PGD/CW random restarts")
-    parser.add_argument("--eps", type=number(), default=None, help="default: the training eps")
-    parser.add_argument("--norm", choices=["linf", "l2"], default=None)
-    parser.add_argument("--seed", type=int, default=EVAL_SEED,
-                        help=f"seed of the attacks' random starts (default {EVAL_SEED}, as in "
-                             f"training's per-epoch evaluation)")
-    parser.add_argument("--per-attack", action="store_true",
-                        help="run every attack on every image and report each one's accuracy "
-                             "(default: a cascade; PGD-20 and AutoAttack on every image, the "
-                             "other attacks, cheapest first, only on the images still robust; "
-                             "same worst case)")
-    parser.add_argument("--no-checks", action="store_true", help="skip the sanity checks")
-    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
-           help="where eval.json / eval.md go (default: the run directory, or beside the "
-                "checkpoint)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--trigger", default=None,
-                        help="with --target: also the success rate of this backdoor trigger "
-                             "(patch:S or pixels:N[:SEED]; torchawp backdoor) on test images "
-                             "of the other classes")
-    parser.add_argument("--target", type=integer(0), default=None,
-                        help="the trigger's target class")
-    foreign = parser.add_argument_group(
-        "a model torchawp never trained (instead of PATH)")
-    foreign.add_argument("--model", default=None,
-                         help="module.path:factory returning the nn.Module (on PYTHONPATH)")
-    foreign.add_argument("--model-args", default="{}",
-                         help="keyword arguments of the factory, as a YAML mapping")
-    foreign.add_argument("--weights", default=None,
-                         help="its state dict: .safetensors, or .pt (loaded weights_only)")
-    foreign.add_argument("--data", default=None, help="dataset to evaluate on (torchawp list)")
-    foreign.add_argument("--step-size", type=number(), default=None,
-                         help="PGD step (default eps / 4)")
-    foreign.add_argument("--normalize", nargs=2, metavar=("MEAN", "STD"), default=None,
-                         help="the model expects normalised input: wrap it with these "
-                              "per-channel values (comma lists) so attacks work in [0, 1]")
-    zoo = parser.add_argument_group(
-        "a RobustBench zoo entry, from its checkpoint on disk (instead of PATH)")
-    zoo.add_argument("--robustbench", default=None, metavar="NAME",
-                     help="e.g. Wu2020Adversarial (the AWP paper's TRADES-AWP WRN-34-10); read "
-                          "from MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded")
-    zoo.add_argument("--dataset", default="cifar10", help="its dataset (default cifar10)")
-    zoo.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"],
-                     help="its leaderboard (default Linf: eps 8/255; L2: 0.5)")
-    zoo.add_argument("--model-dir", default="models", help="RobustBench's model folder")
-    args = parse(parser, argv)
+    args = parse(EvalOptions, argv, "torchawp eval", former=EVAL_FORMER)
     attacks = list(dict.fromkeys(args.attacks or DEFAULT_ATTACKS))  # each once, in order
     if args.autoattack:
         version = {"standard": "autoattack"}.get(args.autoattack_version,
@@ -111,10 +128,10 @@ def cmd_eval(argv: list[str]) -> int:
         return _eval_robustbench(args, attacks)
     if args.path is None:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
-                          "--weights, --data and --eps for a model torchawp did not train")
+                          "--weights, --dataset and --eps for a model torchawp did not train")
     path = Path(args.path)
     whiches = _whiches(path, args.which)
-    out_dir = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
+    out_dir = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent)
     files = {w: resolve_checkpoint(path, w) for w in whiches}
     # a pair whose last epoch was its best holds the same weights: evaluated once
     same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
@@ -124,7 +141,7 @@ def cmd_eval(argv: list[str]) -> int:
         results = {which: evaluate_checkpoint(
             path, which, attacks, args.n_examples, args.device, args.data_dir,
             restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
-            checks=not args.no_checks, state_dir=out_dir / "eval_state" / which, log=log,
+            checks=args.checks, state_dir=out_dir / "eval_state" / which, log=log,
             backdoor=args.backdoor, per_attack=args.per_attack)
             for which in evaluated}
         for last, best in same.items():  # one evaluation serves both rows
@@ -148,16 +165,12 @@ def _whiches(path: Path, which: str) -> list[str]:
 
 def _eval_foreign(args, attacks) -> int:
     """``torchawp eval --model module:factory --weights FILE --data NAME --eps E``."""
-    missing = [o for o, v in (("--weights", args.weights), ("--data", args.data),
+    missing = [o for o, v in (("--weights", args.weights), ("--dataset", args.dataset),
                               ("--eps", args.eps)) if v is None]
     if missing or args.path is not None:
         raise ConfigError("a model torchawp did not train is evaluated with --model, --weights, "
-                          "--data and --eps (and no PATH); missing: "
+                          "--dataset and --eps (and no PATH); missing: "
                           + (", ".join(missing) or "nothing, but PATH was given too"))
-    model_args = yaml.safe_load(args.model_args) or {}
-    if not isinstance(model_args, dict):
-        raise ConfigError(f"--model-args must be a mapping such as '{{width: 16}}' (got "
-                          f"{args.model_args!r})")
     normalize = None
     if args.normalize is not None:
         try:
@@ -167,9 +180,9 @@ def _eval_foreign(args, attacks) -> int:
                               f"(got {' '.join(args.normalize)})") from None
     threat = Threat(args.norm or "linf", args.eps,
                     args.step_size if args.step_size is not None else args.eps / 4)
-    model, splits, threat = load_foreign(args.model, args.weights, args.data, threat,
-                                         model_args, normalize, args.data_dir, args.device)
-    out_dir = Path(args.out) if args.out else Path(args.weights).parent
+    model, splits, threat = load_foreign(args.model, args.weights, args.dataset, threat,
+                                         args.model_args, normalize, args.data_dir, args.device)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.weights).parent
     return _evaluate_one(args, attacks, model, splits, threat, args.weights, "model", out_dir)
 
 
@@ -178,6 +191,7 @@ def _eval_robustbench(args, attacks) -> int:
     ``--norm`` say otherwise; the report names the entry and its file's SHA-256."""
     if args.path is not None:
         raise ConfigError("--robustbench names the model to evaluate; drop PATH")
+    args.dataset = args.dataset or "cifar10"
     model, threat = load_robustbench(args.robustbench, args.dataset, args.threat_model,
                                      args.model_dir)
     if args.eps is not None:
@@ -187,7 +201,7 @@ def _eval_robustbench(args, attacks) -> int:
     model = model.to(resolve_device(args.device))
     splits = load_splits(args.dataset, args.data_dir)
     path = checkpoint_path(args.robustbench, args.dataset, args.threat_model, args.model_dir)
-    out_dir = Path(args.out) if args.out else path.parent / args.robustbench
+    out_dir = Path(args.out_dir) if args.out_dir else path.parent / args.robustbench
     reported = model.checkpoint_meta["robustbench"]["reported"]
     if reported:
         print(f"{args.robustbench}: the paper reports {reported[0]:.2f}% clean, "
@@ -200,7 +214,7 @@ def _evaluate_one(args, attacks, model, splits, threat, source, which, out_dir) 
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
         results = [evaluate_model(model, splits, threat, str(source), which, attacks,
                                   args.n_examples, restarts=args.restarts, seed=args.seed,
-                                  checks=not args.no_checks,
+                                  checks=args.checks,
                                   state_dir=out_dir / "eval_state" / which, log=log,
                                   backdoor=args.backdoor, per_attack=args.per_attack)]
         paths = write_report(results, out_dir)
@@ -233,19 +247,25 @@ def _print(source, results, attacks, paths, evaluated: int) -> None:
 
 
 
+@dataclasses.dataclass
+class PseudoLabelOptions:
+    """Label unlabelled images with a trained (standard) model, for RST."""
+
+    # run directory or .safetensors checkpoint
+    checkpoint: CHECKPOINT
+    # extra-data .npz to write
+    out: str
+    # .npz with an 'images' array; None: the training images the checkpoint's run left
+    # out with data.train_subset
+    images: Optional[str] = None
+    # keep only predictions at least this confident
+    min_confidence: float = bounded(0.0, 0, high=1)
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+
+
 def cmd_pseudo_label(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp pseudo-label",
-        description="Label unlabelled images with a trained (standard) model, for RST.")
-    parser.add_argument("checkpoint", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--out", required=True, help="extra-data .npz to write")
-    parser.add_argument("--images", default=None,
-                        help=".npz with an 'images' array (default: the training images the "
-                             "checkpoint's run left out with data.train_subset)")
-    parser.add_argument("--min-confidence", type=number(0, strict=False, high=1), default=0.0,
-                        help="keep only predictions at least this confident")
-    parser.add_argument("--device", default="auto")
-    args = parse(parser, argv)
+    args = parse(PseudoLabelOptions, argv, "torchawp pseudo-label")
     r = pseudo_label_file(args.checkpoint, args.out, args.images, args.min_confidence,
                           args.device)
     line = f"labelled {r['labelled']} of {r['total']} images -> {r['out']}"

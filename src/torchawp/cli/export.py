@@ -3,41 +3,48 @@
 
 from __future__ import annotations
 
-import argparse
-
+import dataclasses
 import json
 from pathlib import Path
+from typing import Literal, Optional
 
 from ..checkpoint import resolve_checkpoint
 from ..errors import ConfigError
 from ..export import export
 from ..robustbench import CARD_FIELDS, export_robustbench
 from ..suite import load_for_eval
-from .common import parse
+from .common import parse, positional
+
+
+# positional arguments, named in usage, help and errors
+PATH = positional("PATH")
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    """Write a trained model in the forms other tools load: a state dict (.pt, weights_only)
+    with a JSON card, and with --program a torch.export program (.pt2)."""
+
+    # run directory or .safetensors checkpoint
+    path: PATH
+    # which checkpoint of a run; ema: the weight average's best, from a run trained with
+    # the --ema option
+    which: Literal["best", "last", "ema", "ema_best", "ema_last"] = "best"
+    # the state dict to write (model.pt); the card goes beside it as model.json
+    out: Optional[str] = None
+    # also a torch.export program (model.pt2), batch size dynamic
+    program: bool = False
+    # RobustBench's layout and card instead of --out: write MODEL_DIR/DATASET/THREAT/NAME.pt
+    # and MODEL_DIR/model_info/DATASET/THREAT/NAME.json from the run's eval.json
+    robustbench: Optional[str] = None
+    # RobustBench's model folder
+    model_dir: str = "models"
+    # allow a card from AutoAttack on part of the test set (said in its footnote)
+    partial: bool = False
 
 
 def cmd_export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp export", description="Write a trained model in the forms other tools "
-        "load: a state dict (.pt, weights_only) with a JSON card, and with --program a "
-        "torch.export program (.pt2).")
-    parser.add_argument("path", help="run directory or .safetensors checkpoint")
-    parser.add_argument("--which", choices=["best", "last", "ema", "ema_best", "ema_last"],
-                        default="best", help="which checkpoint of a run (ema: the weight "
-                                             "average's best, from a run trained with --ema)")
-    parser.add_argument("--out", default=None, help="the state dict to write (model.pt); the "
-                                                    "card goes beside it as model.json")
-    parser.add_argument("--program", action="store_true",
-                        help="also a torch.export program (model.pt2), batch size dynamic")
-    rb = parser.add_argument_group("RobustBench's layout and card (instead of --out)")
-    rb.add_argument("--robustbench", default=None, metavar="NAME",
-                    help="write MODEL_DIR/DATASET/THREAT/NAME.pt and "
-                         "MODEL_DIR/model_info/DATASET/THREAT/NAME.json from the run's eval.json")
-    rb.add_argument("--model-dir", default="models")
-    rb.add_argument("--partial", action="store_true",
-                    help="allow a card from AutoAttack on part of the test set (said in its "
-                         "footnote)")
-    args = parse(parser, argv)
+    args = parse(ExportOptions, argv, "torchawp export")
     if args.robustbench is not None:
         return _export_robustbench(args)
     if args.out is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 
 from ..attacks import ATTACKS
 from ..recipes import RECIPE_DIR
@@ -13,8 +13,14 @@ from ..robustbench import ZOO
 from .common import parse
 
 
+@dataclasses.dataclass
+class ListOptions:
+    """Methods, models, datasets, attacks, shipped recipes and the RobustBench entries
+    torchawp maps."""
+
+
 def cmd_list(argv: list[str]) -> int:
-    parse(argparse.ArgumentParser(prog="torchawp list"), argv)
+    parse(ListOptions, argv, "torchawp list")
     print("methods:  " + ", ".join(method_names()))
     print("  (AWP gamma / warm-up: the method's default, used when the config leaves awp.gamma "
           "/ awp.warmup_epochs unset;\n   the digits recipes set 0.01 / 10 for every method, "

@@ -3,10 +3,11 @@ regional attack of Ozbulak et al. per region, or an ordinary attack (pgd20, fgsm
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Literal, Optional
 
 from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region, Regional
@@ -17,41 +18,52 @@ from ..plots import plot_transfer
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
 from ..transfer import transfer
-from .common import integer, log, option, parse
+from .common import bounded, log, parse, positional
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
                    "frame:0.28", "frame:0.45", "random:0.17", "random:0.28", "random:0.45")
 
 
+# positional arguments, named in usage, help and errors
+SOURCE = positional("SOURCE")
+TARGET = positional("TARGET")
+
+
+@dataclasses.dataclass
+class TransferOptions:
+    """Craft adversarial examples on SOURCE and measure how many fool TARGET: the regional
+    attack (Ozbulak et al.: targeted 1/255 sign steps inside a pixel region, no eps ball, each
+    image stopping once TARGET's prediction changes) for each region, or an ordinary attack on
+    SOURCE's threat model."""
+
+    # run directory or .safetensors checkpoint to attack
+    source: SOURCE
+    # run directory or .safetensors checkpoint to fool (trained on the same dataset)
+    target: TARGET
+    # checkpoint of both runs
+    which: Literal["best", "last"] = "best"
+    # regional, or an evaluation attack: fgsm, pgdK, cwK
+    attack: str = "regional"
+    # for regional: centre:A, frame:A, random:A[:SEED] or full, A the share of the image
+    # None: full and each family at 0.17, 0.28, 0.45, the paper's sizes
+    regions: Optional[list[str]] = None
+    # regional: most steps of 1/255
+    steps: int = bounded(250, 1)
+    # first N test images; None: all
+    n_examples: Optional[int] = bounded(None, 1)
+    # seed of the target classes / random starts
+    seed: int = EVAL_SEED
+    # directory for transfer.json/.md/.png; None: in SOURCE's run directory, named after
+    # TARGET and the attack
+    out_dir: Optional[str] = None
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+    # where the dataset's files are; None: the run's
+    data_dir: Optional[str] = None
+
+
 def cmd_transfer(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="torchawp transfer", description="Craft adversarial examples on SOURCE and measure "
-        "how many fool TARGET: the regional attack (Ozbulak et al.: targeted 1/255 sign steps "
-        "inside a pixel region, no eps ball, each image stopping once TARGET's prediction "
-        "changes) for each region, or an ordinary attack on SOURCE's threat model.")
-    parser.add_argument("source", help="run directory or .safetensors checkpoint to attack")
-    parser.add_argument("target", help="run directory or .safetensors checkpoint to fool "
-                                       "(trained on the same dataset)")
-    parser.add_argument("--which", choices=["best", "last"], default="best",
-                        help="checkpoint of both runs (default best)")
-    parser.add_argument("--attack", default="regional",
-                        help="regional (default), or an evaluation attack: fgsm, pgdK, cwK")
-    parser.add_argument("--regions", nargs="+", default=None,
-                        help="for regional: centre:A, frame:A, random:A[:SEED] or full, A the "
-                             "share of the image (default: full and each family at 0.17, 0.28, "
-                             "0.45, the paper's sizes)")
-    parser.add_argument("--steps", type=integer(1), default=250,
-                        help="regional: most steps of 1/255 (default 250)")
-    parser.add_argument("--n-examples", type=integer(1), default=None,
-                        help="first N test images")
-    parser.add_argument("--seed", type=int, default=EVAL_SEED,
-                        help="seed of the target classes / random starts")
-    option(parser, "--out-dir", former=("--out",), dest="out", default=None, metavar="DIR",
-           help="directory for transfer.json/.md/.png (default: in SOURCE's run directory, "
-                "named after TARGET and the attack)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None)
-    args = parse(parser, argv)
+    args = parse(TransferOptions, argv, "torchawp transfer", former={"--out": "--out-dir"})
     regional = args.attack == "regional"
     if not regional:
         check_attack_names([args.attack])
@@ -69,7 +81,7 @@ def cmd_transfer(argv: list[str]) -> int:
         build_attack(args.attack, threat)  # an unknown name is one line before any work
     x, y = splits.test.tensors(0, args.n_examples)
     src = Path(args.source)
-    out = Path(args.out) if args.out else (src if src.is_dir() else src.parent) / (
+    out = Path(args.out_dir) if args.out_dir else (src if src.is_dir() else src.parent) / (
         f"transfer_{Path(args.target).stem}_{args.attack}")
     rows = []
     with exclusive_lock(out, "transfer directory"):

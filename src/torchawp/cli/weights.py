@@ -3,11 +3,13 @@ checkpoints, on the train and/or test split."""
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator, Literal, Optional
+
+import tyro
 
 from ..attacks import PGD, Threat
 from ..data import load_splits
@@ -18,20 +20,20 @@ from ..robustbench import load_robustbench
 from ..rundir import RunDir
 from ..runtime import resolve_device
 from ..suite import load_for_eval
-from .common import Ticker, integer, log, number, option, parse
+from .common import Ticker, bounded, log, parse, positional
 
 
-def _epoch_list(text: str):
-    """argparse ``type`` of ``--epochs``: ``all``, or a comma list of epochs >= 1."""
-    if text == "all":
+def _epoch_list(text: Optional[str]):
+    """``--kept-epochs``: None, ``all``, or a comma list of epochs >= 1."""
+    if text is None or text == "all":
         return text
     try:
         epochs = [int(e) for e in text.split(",")]
     except ValueError:
         epochs = []
     if not epochs or min(epochs) < 1:
-        raise argparse.ArgumentTypeError(f"must be all or a comma list of epochs >= 1, such as "
-                                         f"5,10,15 (got {text!r})")
+        raise ConfigError(f"--kept-epochs must be all or a comma list of epochs >= 1, such as "
+                          f"5,10,15 (got {text!r})")
     return epochs
 
 
@@ -50,7 +52,7 @@ def _checkpoints(paths: list[str], which: str,
             missing = sorted(set(wanted) - set(kept))
             if not kept or missing:
                 asked = epochs if epochs == "all" else ",".join(map(str, epochs))
-                raise ConfigError(f"--epochs {asked}: {path} kept the weights of epochs "
+                raise ConfigError(f"--kept-epochs {asked}: {path} kept the weights of epochs "
                                   f"{kept or 'none'}; train with --keep-checkpoints N to keep "
                                   f"every N-th epoch")
             out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
@@ -61,36 +63,93 @@ def _checkpoints(paths: list[str], which: str,
     return out
 
 
-def _weight_space_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("paths", nargs="*", help="run directories or .safetensors checkpoints")
-    parser.add_argument("--which", choices=["best", "last", "both", "ema", "ema_best",
-                                            "ema_last"], default="best",
-                        help="for a run directory: which checkpoint (both: best and last; ema: "
-                             "the weight average's best, from a run trained with --ema)")
-    option(parser, "--kept-epochs", former=("--epochs",), dest="epochs", type=_epoch_list,
-           default=None, help="instead of --which: the weights a run kept after these epochs "
-                              "(all, or a list such as 5,10,15; train with "
-                              "--keep-checkpoints N)")
-    parser.add_argument("--split", choices=["test", "train", "both"], default="test")
-    parser.add_argument("--steps", type=integer(0), default=10,
-                        help="PGD steps of the robust loss, re-run at every point (0: clean loss)")
-    parser.add_argument("--pgd-restarts", type=integer(1), default=1,
-                        help="random restarts of that PGD (the worst restart per example counts)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="same seed = same random directions/samples for every model")
-    option(parser, "--out-dir", former=("--out",), dest="out", default=".", metavar="DIR",
-           help="folder for the PNG/CSV/JSON outputs")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default=None)
-    zoo = parser.add_argument_group("RobustBench zoo entries, from their checkpoints on disk")
-    zoo.add_argument("--robustbench", action="append", default=[], metavar="NAME",
-                     help="a zoo entry (repeatable), e.g. Wu2020Adversarial; read from "
-                          "MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded")
-    zoo.add_argument("--dataset", default="cifar10")
-    zoo.add_argument("--threat-model", default="Linf", choices=["Linf", "L2"])
-    zoo.add_argument("--model-dir", default="models")
-    return parser
+# positional arguments, named in usage, help and errors
+PATHS = positional("PATH", list[str])
+
+
+@dataclasses.dataclass
+class WeightSpaceOptions:
+    """What the weight-space commands share: the checkpoints and the loss measured."""
+
+    # run directories or .safetensors checkpoints
+    paths: PATHS = dataclasses.field(default_factory=list)
+    # for a run directory: which checkpoint (both: best and last; ema: the weight average's
+    # best, from a run trained with --ema)
+    which: Literal["best", "last", "both", "ema", "ema_best", "ema_last"] = "best"
+    # instead of --which: the weights a run kept after these epochs (all, or a list such as
+    # 5,10,15, from a run trained with --keep-checkpoints N)
+    kept_epochs: Optional[str] = None
+    # the images measured
+    split: Literal["test", "train", "both"] = "test"
+    # PGD steps of the robust loss, re-run at every point (0: clean loss)
+    steps: int = bounded(10, 0)
+    # random restarts of that PGD (the worst restart per example counts)
+    pgd_restarts: int = bounded(1, 1)
+    # same seed = same random directions/samples for every model
+    seed: int = 0
+    # folder for the PNG/CSV/JSON outputs
+    out_dir: str = "."
+    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
+    device: str = "auto"
+    # where the dataset's files are; None: the run's
+    data_dir: Optional[str] = None
+    # a RobustBench zoo entry (repeatable), e.g. Wu2020Adversarial; read from
+    # MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded
+    robustbench: Annotated[list[str], tyro.conf.UseAppendAction] = dataclasses.field(
+        default_factory=list)
+    # the --robustbench entries' dataset
+    dataset: str = "cifar10"
+    # the --robustbench entries' leaderboard
+    threat_model: Literal["Linf", "L2"] = "Linf"
+    # RobustBench's model folder
+    model_dir: str = "models"
+
+
+# former spellings, read with a notice for one release
+WEIGHT_SPACE_FORMER = {"--out": "--out-dir", "--epochs": "--kept-epochs"}
+
+
+@dataclasses.dataclass
+class LandscapeOptions(WeightSpaceOptions):
+    """Robust weight loss landscapes along filter-normalised random directions (Li et al.
+    2018)."""
+
+    # first N images of the split
+    n_examples: int = bounded(500, 1)
+    # random filter-normalised directions
+    directions: int = bounded(3, 1)
+    # points along each direction, from -radius to radius
+    points: int = bounded(21, 2)
+    # the largest step along a direction
+    radius: float = bounded(1.0, 0, strict=True)
+    # also a 2-D contour per model
+    two_d: bool = False
+
+
+@dataclasses.dataclass
+class FlatnessOptions(WeightSpaceOptions):
+    """Average- and worst-case flatness of the robust loss in relative weight balls (Stutz et
+    al. 2021)."""
+
+    # PGD steps of the robust loss, re-run at every point (0: clean loss)
+    steps: int = bounded(20, 0)
+    # average-case, worst-case or both
+    kind: Literal["average", "worst", "both"] = "both"
+    # first N images of the split
+    n_examples: int = bounded(1000, 1)
+    # relative radius of the average-case random perturbations
+    xi_average: float = bounded(0.5, 0, strict=True)
+    # relative radius of the worst-case ball
+    xi_worst: float = bounded(7.5e-4, 0, strict=True)
+    # average-case samples
+    samples: int = bounded(10, 1)
+    # worst-case passes
+    passes: int = bounded(20, 1)
+    # worst-case restarts
+    worst_restarts: int = bounded(10, 1)
+
+
+FLATNESS_FORMER = {**WEIGHT_SPACE_FORMER, "--restarts": "--worst-restarts"}
 
 
 def _measurements(args) -> Iterator[tuple]:
@@ -101,7 +160,7 @@ def _measurements(args) -> Iterator[tuple]:
     if not args.paths and not args.robustbench:
         raise ConfigError("name the models to measure: run directories or checkpoints, or "
                           "--robustbench NAME")
-    for label, path, which in _checkpoints(args.paths, args.which, args.epochs) + [
+    for label, path, which in _checkpoints(args.paths, args.which, _epoch_list(args.kept_epochs)) + [
             (f"rb:{name}", name, "robustbench") for name in args.robustbench]:
         if which == "robustbench":
             model, threat = load_robustbench(path, args.dataset, args.threat_model,
@@ -123,15 +182,8 @@ def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
 
 
 def cmd_landscape(argv: list[str]) -> int:
-    parser = _weight_space_parser("torchawp landscape", "Robust weight loss landscapes along "
-                                  "filter-normalised random directions (Li et al. 2018).")
-    parser.add_argument("--n-examples", type=integer(1), default=500)
-    parser.add_argument("--directions", type=integer(1), default=3)
-    parser.add_argument("--points", type=integer(2), default=21)
-    parser.add_argument("--radius", type=number(), default=1.0)
-    parser.add_argument("--two-d", action="store_true", help="also a 2-D contour per model")
-    args = parse(parser, argv)
-    out = Path(args.out)
+    args = parse(LandscapeOptions, argv, "torchawp landscape", former=WEIGHT_SPACE_FORMER)
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = {s: [] for s in (["train", "test"] if args.split == "both" else [args.split])}
     rows = []
@@ -169,18 +221,7 @@ def cmd_landscape(argv: list[str]) -> int:
 
 
 def cmd_flatness(argv: list[str]) -> int:
-    parser = _weight_space_parser("torchawp flatness", "Average- and worst-case flatness of the "
-                                  "robust loss in relative weight balls (Stutz et al. 2021).")
-    parser.set_defaults(steps=20)
-    parser.add_argument("--kind", choices=["average", "worst", "both"], default="both")
-    parser.add_argument("--n-examples", type=integer(1), default=1000)
-    parser.add_argument("--xi-average", type=number(), default=0.5)
-    parser.add_argument("--xi-worst", type=number(), default=7.5e-4)
-    parser.add_argument("--samples", type=integer(1), default=10, help="average-case samples")
-    parser.add_argument("--passes", type=integer(1), default=20, help="worst-case passes")
-    option(parser, "--worst-restarts", former=("--restarts",), dest="restarts",
-           type=integer(1), default=10, help="worst-case restarts")
-    args = parse(parser, argv)
+    args = parse(FlatnessOptions, argv, "torchawp flatness", former=FLATNESS_FORMER)
     results = []
     for label, split, model, x, y, attack in _measurements(args):
         r = {"checkpoint": label, "epoch": model.checkpoint_meta.get("epoch"), "split": split,
@@ -194,12 +235,12 @@ def cmd_flatness(argv: list[str]) -> int:
             r.update(loss=avg["loss"], average=avg["flatness"], xi_average=args.xi_average)
         if args.kind in ("worst", "both"):
             worst = worst_case_flatness(model, x, y, attack, args.xi_worst, args.passes,
-                                        args.restarts, seed=args.seed, progress=Ticker(
+                                        args.worst_restarts, seed=args.seed, progress=Ticker(
                                             f"worst-case flatness of {label}",
                                             "passes (restarts x passes)"))
             r.update(loss=worst["loss"], worst=worst["flatness"], xi_worst=args.xi_worst)
         results.append(r)
-    out = Path(args.out)
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "flatness.json").write_text(json.dumps(results, indent=2))
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"

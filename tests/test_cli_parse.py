@@ -1,0 +1,128 @@
+"""One way to read a command line: every command's options are a dataclass read by tyro,
+spelled with hyphens, the underscore spelling read the same way everywhere, and whatever is
+refused said in one line by the same table of options that tyro builds its parser from."""
+
+import re
+
+import pytest
+
+from torchawp.cli import main
+from torchawp.cli.backdoor import BackdoorOptions
+from torchawp.cli.common import _options, parse
+from torchawp.cli.concepts import ConceptsOptions
+from torchawp.cli.data import ImportOptions, InfoOptions, VerifyOptions
+from torchawp.cli.evaluate import EvalOptions, PseudoLabelOptions
+from torchawp.cli.export import ExportOptions
+from torchawp.cli.listing import ListOptions
+from torchawp.cli.train import TrainOptions
+from torchawp.cli.transfer import TransferOptions
+from torchawp.cli.weights import FlatnessOptions, LandscapeOptions
+
+from .test_cli import run_cli
+
+COMMANDS = {("train",): TrainOptions, ("eval",): EvalOptions,
+            ("landscape",): LandscapeOptions, ("flatness",): FlatnessOptions,
+            ("backdoor",): BackdoorOptions, ("transfer",): TransferOptions,
+            ("concepts",): ConceptsOptions, ("pseudo-label",): PseudoLabelOptions,
+            ("data", "import"): ImportOptions, ("data", "info"): InfoOptions,
+            ("data", "verify"): VerifyOptions, ("export",): ExportOptions,
+            ("list",): ListOptions}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS), ids=" ".join)
+def test_help_shows_hyphens_and_the_error_table_knows_every_option(capsys, command):
+    """What ``--help`` lists (tyro's parser) is exactly the table :func:`explain` reads."""
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    shown = set()
+    for line in out.splitlines():
+        if re.match(r"^[ │]{1,3}--", line):  # an option's first line, not a wrapped help line
+            shown.update(re.findall(r"--[a-z0-9][a-z0-9._-]*", line.split("  ")[1]
+                                    if line.startswith("│") else line.strip().split("  ")[0]))
+    shown.discard("--help")
+    assert shown == set(_options(COMMANDS[command]))
+    assert not [name for name in shown if "_" in name]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data.batch_size", "x"], "--data.batch-size must be an integer; got 'x'"),
+    (["train", "--awp.warmup_epochs", "-1", "--dry-run"], "awp.warmup_epochs must be"),
+    (["eval", "--n_examples", "0"], "--n-examples must be an integer >= 1 (got 0)"),
+    (["landscape", "--n_examples", "0"], "--n-examples must be an integer >= 1 (got 0)"),
+    (["flatness", "--worst_restarts", "0"], "--worst-restarts must be an integer >= 1 (got 0)"),
+    (["backdoor", "x", "--batch_size", "0"], "--batch-size must be an integer >= 1 (got 0)"),
+    (["transfer", "a", "b", "--n_examples", "0"], "--n-examples must be an integer >= 1"),
+    (["concepts", "x", "--layer", "l", "--concept", "c", "--class", "1", "--n_concept", "2"],
+     "--n-concept must be an integer >= 3 (got 2)"),
+    (["pseudo-label", "x", "--out", "o.npz", "--min_confidence", "2"],
+     "--min-confidence must be a number >= 0 and <= 1 (got 2.0)"),
+    (["data", "import", "s.npz", "--out_dir", "o", "--num_classes", "0"],
+     "--num-classes must be an integer >= 1 (got 0)"),
+    (["export", "x", "--model_dir"], "--model-dir needs a value: text"),
+])
+def test_every_command_reads_the_underscore_spelling_as_the_hyphenated_one(capsys, args,
+                                                                           message):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert "unknown option" not in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["transfer", "a"], "torchawp transfer needs TARGET"),
+    (["export", "a", "b"], "unexpected argument 'b'"),
+    (["eval", "--which"], "--which needs a value: one of all, both, best"),
+    (["eval", "--which", "middle"], "--which must be one of all, both, best, last"),
+    (["eval", "--autoattack=yes", "--autoattack=maybe"],
+     "--autoattack is a flag and takes no value: give --autoattack or --no-autoattack"),
+    (["list", "--verbose"], "unknown option --verbose (torchawp list --help lists them)"),
+    (["landscape", "--point", "3"], "unknown option --point; did you mean --points?"),
+    (["train", "--gamma", "0.1"], "unknown option --gamma; did you mean --awp.gamma?"),
+    (["train", "--model-args", "[1, 2]"], "--model-args must be a mapping such as {width: 16}"),
+    (["concepts", "x", "--layer", "l", "--concept", "c", "--class", "-1"],
+     "--class must be an integer >= 0 (got -1)"),
+    (["data"], "torchawp data needs an action"),
+    (["data", "imprt"], "torchawp data needs an action (got 'imprt')"),
+])
+def test_a_refused_command_line_is_one_line_naming_what_is_allowed(capsys, args, message):
+    code, _, err = run_cli(capsys, *args)
+    lines = [line for line in err.splitlines() if "warning" not in line]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+
+
+def test_spellings_of_the_last_release_are_read_with_a_notice_each(capsys):
+    code, out, err = run_cli(capsys, "train", "--progress", "false", "--channels_last=true",
+                             "--data.train_subset", "null", "--probe-flatness-every", "2",
+                             "--dry-run")
+    assert code == 0, err
+    assert "\nprogress: false\n" in out and "\nchannels_last: true\n" in out
+    assert "  train_subset: null\n" in out and "  flatness_every: 2\n" in out
+    for notice in ("--progress false is now --no-progress",
+                   "--channels_last true is now --channels_last",
+                   "--data.train_subset null is now --data.train_subset None",
+                   "--probe-flatness-every is now --eval.flatness-every"):
+        assert err.count(notice) == 1, err
+
+
+def test_lists_and_mappings_read_as_words_or_as_yaml(capsys):
+    for milestones in (["3", "5"], ["[3, 5]"]):
+        code, out, err = run_cli(capsys, "train", "--optim.milestones", *milestones,
+                                 "--model-args", "{width: 8}", "--dry-run")
+        assert code == 0, err
+        assert "  milestones:\n  - 3\n  - 5\n" in out and "model_args:\n  width: 8\n" in out
+
+
+def test_the_command_line_wins_over_the_recipe_in_either_order(capsys):
+    """A recipe fills the defaults; an option given before or after --config still wins."""
+    for args in (["--epochs", "17", "--config", "digits"],
+                 ["--config", "digits", "--epochs", "17"]):
+        code, out, err = run_cli(capsys, "train", *args, "--dry-run")
+        assert code == 0 and "\nepochs: 17\n" in out, err
+
+
+def test_positional_lists_and_repeatable_options():
+    args = parse(FlatnessOptions, ["r1", "r2", "--robustbench", "A", "--robustbench=B",
+                                   "--kept_epochs", "1,2"], "torchawp flatness")
+    assert (args.paths, args.robustbench, args.kept_epochs) == (["r1", "r2"], ["A", "B"], "1,2")
+    assert parse(FlatnessOptions, [], "torchawp flatness").robustbench == []
