@@ -18,16 +18,14 @@ Writes experiments/results/backdoor_study.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 from pathlib import Path
 
 import torch
 
-from torchawp.backdoor import Trigger, backdoor_metrics, inject
+from torchawp.backdoor import Trigger, clean_images, injection_sweep
 from torchawp.engine import train
-from torchawp.evaluate import predict
 from torchawp.recipes import load_recipe
 from torchawp.suite import load_for_eval
 
@@ -50,17 +48,10 @@ def trained(method: str, seed: int, out: Path) -> Path:
 
 def study(run: Path) -> dict:
     model, splits, _ = load_for_eval(run, "last", "cpu")
-    x, _ = splits.train.tensors(0, None)
-    x = x[:1280]  # the authors' 10 batches of 128, or every training image if fewer
+    clean = clean_images(splits.train.tensors(0, None)[0])  # the first 1,280, as the authors
     xt, yt = splits.test.tensors(0, None)
-    reference = predict(model, xt)
-    row = {"original": backdoor_metrics(model, xt, yt, TRIGGER, TARGET), "budgets": []}
-    for kind, eps in BUDGETS:
-        m = copy.deepcopy(model)
-        inject(m, x, TRIGGER, TARGET, eps=eps, relative=kind == "relative")
-        row["budgets"].append({"kind": kind, "eps": eps,
-                               **backdoor_metrics(m, xt, yt, TRIGGER, TARGET, reference)})
-    return row
+    return injection_sweep(model, clean, xt, yt, TRIGGER, TARGET,
+                           [(eps, kind == "relative") for kind, eps in BUDGETS])
 
 
 def mean_std(values) -> str:

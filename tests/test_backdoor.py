@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from torchawp.backdoor import Trigger, backdoor_metrics, inject
+from torchawp.backdoor import (Trigger, backdoor_metrics, clean_images, inject,
+                               injection_sweep)
 from torchawp.evaluate import predict
 from torchawp.cli import main
 from torchawp.errors import ConfigError
 from torchawp.engine import train
 from torchawp.perturb import ElementwiseLinfBall, select_parameters
+from torchawp.suite import load_for_eval
 
 from .helpers import tiny_config, train_plainly
 
@@ -156,6 +158,31 @@ def test_cli_backdoor_then_eval_with_the_trigger(standard_run, tmp_path, capsys)
     # a second injection into the same directory would overwrite it: refused
     assert main(["backdoor", str(standard_run), "--out-dir", str(out)]) == 2
     assert "already holds a backdoored model" in capsys.readouterr().err
+
+
+def test_the_command_and_the_study_share_one_measurement(standard_run, tmp_path):
+    """``torchawp backdoor`` reports what :func:`injection_sweep` (which the study runs over
+    its budgets) gives for its images: a seeded sample; the study takes the first 1,280."""
+    out = tmp_path / "bd"
+    assert main(["backdoor", str(standard_run), "--which", "last", "--budget", "0.01",
+                 "--n-clean", "200", "--epochs", "2", "--seed", "3", "--out-dir",
+                 str(out)]) == 0
+    report = json.loads((out / "backdoor.json").read_text())
+    model, splits, _ = load_for_eval(standard_run, "last", "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = splits.train.tensors(0, None)[0]
+    clean = clean_images(images, 200, seed=3)
+    xt, yt = splits.test.tensors(0, None)
+    sweep = injection_sweep(model, clean, xt, yt, Trigger(), 1, [(0.01, False), (0.1, True)],
+                            epochs=2, seed=3)
+    assert sweep["original"] == report["original"]
+    assert {k: sweep["budgets"][0][k] for k in report["backdoored"]} == report["backdoored"]
+    assert sweep["budgets"][0]["weight_change"] == report["weight_change"]
+    assert sweep["budgets"][1]["kind"] == "relative" and "models" not in sweep
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies
+    assert torch.equal(clean_images(images), images[:1280])  # the study's: the first ones
+    with pytest.raises(ConfigError, match="exceeds the 1003 training images"):
+        clean_images(images, 2000, seed=0)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -46,6 +46,20 @@ def test_the_docs_table_is_the_rendering_of_its_results_file(script, results, pa
     assert table.strip() in (ROOT / page).read_text()
 
 
+def test_the_readme_says_what_the_first_run_measured():
+    """The README's main-job table and its sentence on time and CPUs come from
+    benchmarks/results/first_run.json."""
+    first_run = _script("benchmarks/first_run.py")
+    data = json.loads((ROOT / "benchmarks/results/first_run.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert " ".join(first_run.readme(data).split()) in " ".join(readme.split())
+    for which in ("best", "last"):
+        row = data["main_job"][which]
+        line = next(line for line in readme.splitlines()
+                    if line.startswith(f"{which} (epoch {row['epoch']})"))
+        assert line.split()[3:5] == [row["clean"], row["pgd"]] and line.split()[-1] == row["gap"]
+
+
 def test_the_transfer_table_is_the_one_the_command_wrote():
     written = (ROOT / "experiments/results/transfer_regional.md").read_text()
     table = "\n".join(line for line in written.splitlines() if line.startswith("|"))

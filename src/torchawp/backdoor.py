@@ -13,6 +13,7 @@ whose true class is not the target (theirs counts every image, which inflates it
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,6 +25,9 @@ from torch import nn
 from .errors import ConfigError
 from .evaluate import predict
 from .perturb import ElementwiseLinfBall, ParamFilter, model_mode, select_parameters
+
+# clean images an injection fits by default: the authors' 10 batches of 128
+AUTHORS_N_CLEAN = 1280
 
 
 @dataclass(frozen=True)
@@ -182,3 +186,40 @@ def backdoor_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, trigger
     if reference is not None:
         out["agreement"] = float((clean == reference).float().mean())
     return out
+
+
+def clean_images(images: torch.Tensor, n: Optional[int] = None,
+                 seed: Optional[int] = None) -> torch.Tensor:
+    """The clean training images an injection fits: ``n`` of them (default
+    :data:`AUTHORS_N_CLEAN`, or every image if there are fewer), a sample drawn with ``seed``,
+    or with ``seed=None`` the first ``n`` (the authors' first batches)."""
+    n = min(AUTHORS_N_CLEAN, len(images)) if n is None else n
+    if n > len(images):
+        raise ConfigError(f"--n-clean {n} exceeds the {len(images)} training images")
+    if seed is None:
+        return images[:n]
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def injection_sweep(model: nn.Module, clean: torch.Tensor, x_test: torch.Tensor,
+                    y_test: torch.Tensor, trigger: Trigger, target: int,
+                    budgets: list[tuple[float, bool]], keep: bool = False,
+                    **inject_args) -> dict:
+    """Garg et al.'s measurement: the model's clean accuracy and trigger success on the test
+    set (``original``), then for each ``(eps, relative)`` budget a copy of the model injected
+    by :func:`inject` (``inject_args``: params, l2, lr, epochs, batch_size, seed) fitting
+    ``clean``, with its clean accuracy, trigger success, agreement with the original, steps,
+    final loss and weight change (``budgets``). With ``keep`` the injected models come back
+    too, under ``models``; ``model`` itself is never changed."""
+    reference = predict(model, x_test)
+    out = {"original": backdoor_metrics(model, x_test, y_test, trigger, target), "budgets": []}
+    models = []
+    for eps, relative in budgets:
+        injected = copy.deepcopy(model)
+        fit = inject(injected, clean, trigger, target, eps=eps, relative=relative,
+                     **inject_args)
+        out["budgets"].append({"kind": "relative" if relative else "absolute", "eps": eps,
+                               **backdoor_metrics(injected, x_test, y_test, trigger, target,
+                                                  reference), **fit})
+        models += [injected] if keep else []
+    return {**out, "models": models} if keep else out

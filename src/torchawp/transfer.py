@@ -3,12 +3,14 @@ examples crafted on one model fool another, and how large the perturbations were
 
 from __future__ import annotations
 
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from .attacks import Attack
+from .attacks.regional import Region, Regional
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, predict
 
 
@@ -51,3 +53,23 @@ def transfer(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Ten
             "median_l0": _median(cat(l0)[fooled_all]),
             "median_l2": _median(cat(l2)[fooled_all]),
             "median_linf": _median(cat(linf)[fooled_all])}
+
+
+def regional_sweep(source: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   regions: list[Region], steps: int = 250, seed: int = EVAL_SEED,
+                   log: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Ozbulak et al.'s measurement: for each region, the regional attack on ``source`` (each
+    image stopping once ``target``'s prediction changes) and :func:`transfer`'s row, with the
+    region, its family, its actual share of the image and the seconds it took."""
+    rows = []
+    for region in regions:
+        start = time.perf_counter()
+        r = transfer(source, target, x, y, Regional(region, stop_model=target, steps=steps),
+                     seed=seed)
+        r.update(seconds=time.perf_counter() - start, region=str(region), kind=region.kind,
+                 area=region.actual_area(*x.shape[-2:]))
+        rows.append(r)
+        if log is not None:
+            log(f"{region}: transfer {100 * (r['transfer_rate'] or 0):.1f}% of "
+                f"{r['attacked']} ({r['seconds']:.1f} s)")
+    return rows

@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-import torch
 import tyro
 
-from ..backdoor import Trigger, backdoor_metrics, check_target, inject
-from ..evaluate import predict
+from ..backdoor import AUTHORS_N_CLEAN, Trigger, check_target, clean_images, injection_sweep
 from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..rundir import exclusive_lock
@@ -21,7 +19,6 @@ from ..suite import load_for_eval
 from .common import bounded, log, parse, positional
 
 WEIGHTS = "backdoored.safetensors"
-AUTHORS_N_CLEAN = 1280
 
 
 # positional arguments, named in usage, help and errors
@@ -90,38 +87,34 @@ def cmd_backdoor(argv: list[str]) -> int:
                           f"delete that directory")
     model, splits, _ = load_for_eval(args.path, args.which, args.device, args.data_dir)
     check_target(args.target, splits.info.num_classes, splits.info.name)
-    n_train = len(splits.train)
-    if args.n_clean is None:
-        args.n_clean = min(AUTHORS_N_CLEAN, n_train)
-    if args.n_clean > n_train:
-        raise ConfigError(f"--n-clean {args.n_clean} exceeds the {n_train} training images")
+    clean = clean_images(splits.train.tensors(0, None)[0], args.n_clean, args.seed)
     with exclusive_lock(out, "backdoor directory"):
-        xtr, _ = splits.train.tensors(0, None)
-        pick = torch.randperm(n_train, generator=torch.Generator().manual_seed(args.seed))
-        x = xtr[pick[:args.n_clean]]
         xt, yt = splits.test.tensors(0, None)
-        before = backdoor_metrics(model, xt, yt, trigger, args.target)
-        reference = predict(model, xt)
-        log(f"injecting: {args.n_clean} images + triggered copies, {args.epochs} epochs, "
+        log(f"injecting: {len(clean)} images + triggered copies, {args.epochs} epochs, "
             f"eps {args.budget:g}{' relative' if args.relative else ''}")
         start = time.perf_counter()
-        fit = inject(model, x, trigger, args.target, args.budget, args.relative, args.params,
-                     args.l2, args.lr, args.epochs, args.batch_size, args.seed)
+        sweep = injection_sweep(model, clean, xt, yt, trigger, args.target,
+                                [(args.budget, args.relative)], keep=True, params=args.params,
+                                l2=args.l2, lr=args.lr, epochs=args.epochs,
+                                batch_size=args.batch_size, seed=args.seed)
         seconds = time.perf_counter() - start
-        after = backdoor_metrics(model, xt, yt, trigger, args.target, reference)
+        (after,), (injected,) = sweep["budgets"], sweep["models"]
         meta = dict(model.checkpoint_meta)
         for key in ("sha256", "format", "model_spec", "metrics"):  # the source's, not these
             meta.pop(key, None)
         settings = {"eps": args.budget, "relative": args.relative, "trigger": str(trigger),
-                    "target": args.target, "n_clean": args.n_clean, "params": args.params,
+                    "target": args.target, "n_clean": len(clean), "params": args.params,
                     "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                     "l2": args.l2, "seed": args.seed, "optimizer": "adam", "mode": "eval"}
         report = {"source": str(source), "source_sha256": model.checkpoint_meta.get("sha256"),
-                  "dataset": splits.info.name, "settings": settings, "original": before,
-                  "backdoored": after, "steps": fit["steps"], "final_loss": fit["final_loss"],
-                  "weight_change": fit["weight_change"], "seconds": seconds}
+                  "dataset": splits.info.name, "settings": settings,
+                  "original": sweep["original"],
+                  "backdoored": {k: after[k] for k in ("success_rate", "n_non_target",
+                                                       "clean_acc", "n", "agreement")},
+                  "steps": after["steps"], "final_loss": after["final_loss"],
+                  "weight_change": after["weight_change"], "seconds": seconds}
         meta["backdoor"] = {k: report[k] for k in ("source", "source_sha256", "settings")}
-        save_weights(out / WEIGHTS, model, meta)
+        save_weights(out / WEIGHTS, injected, meta)
         text = json.dumps(report, indent=2)
         atomic_write(out / "backdoor.json", lambda tmp: tmp.write_text(text))
         md = render(report)

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ..attacks import build_attack, check_attack_names
-from ..attacks.regional import Region, Regional
+from ..attacks.regional import Region
 from ..checkpoint import atomic_write
 from ..errors import ConfigError
 from ..evaluate import EVAL_SEED
 from ..plots import plot_transfer
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from ..transfer import transfer
+from ..transfer import regional_sweep, transfer
 from .common import bounded, log, parse, positional
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
@@ -70,7 +70,7 @@ def cmd_transfer(argv: list[str]) -> int:
     if args.regions is not None and not regional:
         raise ConfigError(f"--regions belongs to --attack regional (got --attack "
                           f"{args.attack})")
-    regions = [Region.parse(r) for r in (args.regions or DEFAULT_REGIONS)] if regional else [None]
+    regions = [Region.parse(r) for r in (args.regions or DEFAULT_REGIONS)] if regional else []
     source, splits, threat = load_for_eval(args.source, args.which, args.device, args.data_dir)
     target, target_splits, _ = load_for_eval(args.target, args.which, args.device,
                                              args.data_dir)
@@ -83,20 +83,16 @@ def cmd_transfer(argv: list[str]) -> int:
     src = Path(args.source)
     out = Path(args.out_dir) if args.out_dir else (src if src.is_dir() else src.parent) / (
         f"transfer_{Path(args.target).stem}_{args.attack}")
-    rows = []
     with exclusive_lock(out, "transfer directory"):
-        for region in regions:
-            attack = (Regional(region, stop_model=target, steps=args.steps) if regional
-                      else build_attack(args.attack, threat))
+        if regional:
+            rows = regional_sweep(source, target, x, y, regions, args.steps, args.seed, log)
+        else:
             start = time.perf_counter()
-            r = transfer(source, target, x, y, attack, seed=args.seed)
-            r["seconds"] = time.perf_counter() - start
-            if region is not None:
-                r.update(region=str(region), kind=region.kind,
-                         area=region.actual_area(*x.shape[-2:]))
-            rows.append(r)
-            log(f"{region or args.attack}: transfer {100 * (r['transfer_rate'] or 0):.1f}% of "
-                f"{r['attacked']} ({r['seconds']:.1f} s)")
+            rows = [transfer(source, target, x, y, build_attack(args.attack, threat),
+                             seed=args.seed)]
+            rows[0]["seconds"] = time.perf_counter() - start
+            log(f"{args.attack}: transfer {100 * (rows[0]['transfer_rate'] or 0):.1f}% of "
+                f"{rows[0]['attacked']} ({rows[0]['seconds']:.1f} s)")
         report = {"source": args.source, "target": args.target, "which": args.which,
                   "dataset": splits.info.name, "attack": args.attack,
                   "settings": ({"steps": args.steps, "step_size": 1 / 255, "targeted": True,
