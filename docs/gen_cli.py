@@ -62,7 +62,8 @@ def render() -> str:
              "list (`[100, 150]`), a mapping as YAML (`--model-args '{width: 16}'`). "
              "`--out-dir` names a directory and `--out` a file; `--which` picks the checkpoint "
              "of a run; `--n-examples` counts the images measured; `--data-dir` is where the "
-             "dataset's files are and `--dataset` names one. A spelling of the last release "
+             "dataset's files are and `--dataset` names one; `--steps` and `--attack-restarts` "
+             "are the attack's steps and random restarts. A spelling of the last release "
              "(an option renamed for one name per concept, `--progress false`, `null`) keeps "
              "working for one release, with a one-line notice.", ""]
     for command in COMMANDS:

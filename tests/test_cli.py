@@ -102,7 +102,7 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
     # attack with a negative eps, PGD-0 called an attack, a flatness with zero passes) or crash
     ("eval", ["--n-examples", "-5"], "--n-examples must be an integer >= 1 (got -5)"),
     ("eval", ["--n-examples", "0"], "--n-examples must be an integer >= 1"),
-    ("eval", ["--restarts", "0"], "--restarts must be an integer >= 1"),
+    ("eval", ["--attack-restarts", "0"], "--attack-restarts must be an integer >= 1"),
     ("eval", ["--eps", "-0.1"], "--eps must be a number > 0 (got -0.1)"),
     ("eval", ["--attacks", "fgsm", "pgd0"], "attack 'pgd0' takes no step; K must be >= 1"),
     ("eval", ["--attacks", "fgsm", "pgdx"], "unknown attack 'pgdx'"),
@@ -179,8 +179,8 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
     assert lines[0] == "checkpoint,split,direction,a,loss,acc"
     assert len(lines) == 1 + 2 * 2 * 2 * 5  # checkpoints x splits x directions x points
     code, out, err = run_cli(capsys, "flatness", str(out_dir), "--n-examples", "40",
-                             "--samples", "2", "--passes", "1", "--restarts", "1", "--steps",
-                             "2", "--pgd-restarts", "2", "--out-dir", str(tmp_path / "fl"))
+                             "--samples", "2", "--passes", "1", "--worst-restarts", "1", "--steps",
+                             "2", "--attack-restarts", "2", "--out-dir", str(tmp_path / "fl"))
     assert code == 0, err
     result = json.loads((tmp_path / "fl" / "flatness.json").read_text())
     assert result[0]["average"] > 0 and result[0]["worst"] >= 0

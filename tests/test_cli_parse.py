@@ -82,6 +82,8 @@ def test_every_command_reads_the_underscore_spelling_as_the_hyphenated_one(capsy
     (["train", "--model-args", "[1, 2]"], "--model-args must be a mapping such as {width: 16}"),
     (["concepts", "x", "--layer", "l", "--concept", "c", "--class", "-1"],
      "--class must be an integer >= 0 (got -1)"),
+    (["eval", "--restarts", "0"], "--attack-restarts must be an integer >= 1 (got 0)"),
+    (["landscape", "--pgd-restarts", "0"], "--attack-restarts must be an integer >= 1"),
     (["data"], "torchawp data needs an action"),
     (["data", "imprt"], "torchawp data needs an action (got 'imprt')"),
 ])

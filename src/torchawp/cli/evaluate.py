@@ -51,8 +51,8 @@ class EvalOptions:
     autoattack_version: Literal["standard", "plus", "rand"] = "standard"
     # first N test images; None: all
     n_examples: Optional[int] = bounded(None, 1)
-    # PGD/CW random restarts
-    restarts: int = bounded(1, 1)
+    # random restarts of PGD and CW (the worst restart per example counts)
+    attack_restarts: int = bounded(1, 1)
     # the threat model's radius; None: the training eps
     eps: Optional[float] = bounded(None, 0, strict=True)
     # the threat model's norm; None: the training norm
@@ -102,7 +102,7 @@ class EvalOptions:
 
 
 # former spellings, read with a notice for one release
-EVAL_FORMER = {"--out": "--out-dir", "--data": "--dataset"}
+EVAL_FORMER = {"--out": "--out-dir", "--data": "--dataset", "--restarts": "--attack-restarts"}
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -140,7 +140,7 @@ def cmd_eval(argv: list[str]) -> int:
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
         results = {which: evaluate_checkpoint(
             path, which, attacks, args.n_examples, args.device, args.data_dir,
-            restarts=args.restarts, eps=args.eps, norm=args.norm, seed=args.seed,
+            restarts=args.attack_restarts, eps=args.eps, norm=args.norm, seed=args.seed,
             checks=args.checks, state_dir=out_dir / "eval_state" / which, log=log,
             backdoor=args.backdoor, per_attack=args.per_attack)
             for which in evaluated}
@@ -213,7 +213,8 @@ def _evaluate_one(args, attacks, model, splits, threat, source, which, out_dir) 
     """Evaluate one model that is not a run's checkpoint; write and print its report."""
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
         results = [evaluate_model(model, splits, threat, str(source), which, attacks,
-                                  args.n_examples, restarts=args.restarts, seed=args.seed,
+                                  args.n_examples, restarts=args.attack_restarts,
+                                  seed=args.seed,
                                   checks=args.checks,
                                   state_dir=out_dir / "eval_state" / which, log=log,
                                   backdoor=args.backdoor, per_attack=args.per_attack)]

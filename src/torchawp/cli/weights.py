@@ -84,7 +84,7 @@ class WeightSpaceOptions:
     # PGD steps of the robust loss, re-run at every point (0: clean loss)
     steps: int = bounded(10, 0)
     # random restarts of that PGD (the worst restart per example counts)
-    pgd_restarts: int = bounded(1, 1)
+    attack_restarts: int = bounded(1, 1)
     # same seed = same random directions/samples for every model
     seed: int = 0
     # folder for the PNG/CSV/JSON outputs
@@ -106,7 +106,8 @@ class WeightSpaceOptions:
 
 
 # former spellings, read with a notice for one release
-WEIGHT_SPACE_FORMER = {"--out": "--out-dir", "--epochs": "--kept-epochs"}
+WEIGHT_SPACE_FORMER = {"--out": "--out-dir", "--epochs": "--kept-epochs",
+                       "--pgd-restarts": "--attack-restarts"}
 
 
 @dataclasses.dataclass
@@ -169,7 +170,7 @@ def _measurements(args) -> Iterator[tuple]:
             splits = load_splits(args.dataset, args.data_dir)
         else:
             model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
-        attack = _robust_attack(threat, args.steps, args.pgd_restarts)
+        attack = _robust_attack(threat, args.steps, args.attack_restarts)
         for split in splits_wanted:
             x, y = getattr(splits, split).tensors(0, args.n_examples)
             yield label, split, model, x, y, attack
@@ -226,7 +227,7 @@ def cmd_flatness(argv: list[str]) -> int:
     for label, split, model, x, y, attack in _measurements(args):
         r = {"checkpoint": label, "epoch": model.checkpoint_meta.get("epoch"), "split": split,
              "steps": args.steps,
-             "pgd_restarts": args.pgd_restarts, "seed": args.seed}
+             "pgd_restarts": args.attack_restarts, "seed": args.seed}
         log(f"flatness of {label} on {len(y)} {split} images")
         if args.kind in ("average", "both"):
             avg = average_case_flatness(model, x, y, attack, args.xi_average, args.samples,
