@@ -38,9 +38,9 @@ def test_help_shows_hyphens_and_the_error_table_knows_every_option(capsys, comma
     out = capsys.readouterr().out
     shown = set()
     for line in out.splitlines():
-        if re.match(r"^[ │]{1,3}--", line):  # an option's first line, not a wrapped help line
-            shown.update(re.findall(r"--[a-z0-9][a-z0-9._-]*", line.split("  ")[1]
-                                    if line.startswith("│") else line.strip().split("  ")[0]))
+        body = line[1:] if line.startswith("│") else line  # boxes, where tyro draws them
+        if re.match(r"^ {1,3}--", body):  # an option's first line, not a wrapped help line
+            shown.update(re.findall(r"--[a-z0-9][a-z0-9._-]*", body.strip().split("  ")[0]))
     shown.discard("--help")
     assert shown == set(_options(COMMANDS[command]))
     assert not [name for name in shown if "_" in name]
@@ -128,3 +128,11 @@ def test_positional_lists_and_repeatable_options():
                                    "--kept_epochs", "1,2"], "torchawp flatness")
     assert (args.paths, args.robustbench, args.kept_epochs) == (["r1", "r2"], ["A", "B"], "1,2")
     assert parse(FlatnessOptions, [], "torchawp flatness").robustbench == []
+
+
+@pytest.mark.parametrize("args", [["train", "--epochs", "x", "--help"],
+                                  ["eval", "--autoattack=maybe", "-h"]])
+def test_help_is_shown_even_beside_a_bad_option(capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: torchawp")

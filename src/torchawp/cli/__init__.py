@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import os
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -83,5 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("torchawp: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `torchawp train --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         warnings.showwarning = shown

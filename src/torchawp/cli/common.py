@@ -275,11 +275,11 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
     dataclass's docstring). Former spellings are read with a notice
     (:func:`current_spellings`); anything refused is one :class:`ConfigError` line
     (:func:`explain`), a value out of its :func:`bounded` range too."""
-    argv = current_spellings(cls, list(argv), former)
     kwargs = dict(prog=prog, registry=REGISTRY, description=description,
                   default=tyro.MISSING_NONPROP if default is None else default)
     if any(a in ("-h", "--help") for a in argv):
         tyro.cli(cls, args=["--help"], **kwargs)  # prints the help and exits 0
+    argv = current_spellings(cls, list(argv), former)
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):  # tyro's own box, shown only if explain() fails

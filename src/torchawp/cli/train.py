@@ -137,10 +137,15 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     that config's values."""
     argv = _bare_resume(list(argv))
     helped = [a for a in argv if a not in ("-h", "--help")]
-    first = parse(TrainOptions, helped, "torchawp train", default=_options(load_recipe()),
-                  former=TRAIN_FORMER)
-    run_dir = _run_dir(first)
-    base, source = _base(first, run_dir)
+    try:
+        first = parse(TrainOptions, helped, "torchawp train", default=_options(load_recipe()),
+                      former=TRAIN_FORMER)
+        run_dir = _run_dir(first)
+        base, source = _base(first, run_dir)
+    except ConfigError:
+        if helped == argv:
+            raise
+        run_dir, base, source = None, load_recipe(), "the shipped 'digits' recipe"  # --help
     with warnings.catch_warnings():  # the first reading said each notice already
         warnings.simplefilter("ignore", FutureWarning)
         opts = parse(TrainOptions, argv, "torchawp train", default=_options(base),
