@@ -132,7 +132,7 @@ def render(report: dict) -> str:
     pct = wc["relative_percentiles"]
     lines = [
         f"# Weight-space backdoor: {report['source']}", "",
-        f"{box} ({s['params']}), trigger {s['trigger']} -> class {s['target']}, "
+        f"Box {box} ({s['params']}), trigger {s['trigger']} -> class {s['target']}, "
         f"{s['n_clean']} training images + triggered copies, Adam lr {s['lr']:g}, "
         f"{report['steps']} steps, eval mode; {report['seconds']:.1f} s.", "",
         "| model | clean acc | trigger success | agreement with original |", "|---|---|---|---|",
