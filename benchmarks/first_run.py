@@ -1,8 +1,9 @@
 """What a newcomer waits for: the main job (`torchawp train`, the README's first command once
-installed) and the test suite (`python -m pytest -q`), each timed in its own process, one after
-the other (never side by side on a small CPU), with what they printed.
+installed), the same recipe without AWP (`--method at`, the comparison the README draws) and the
+test suite (`python -m pytest -q`), each timed in its own process, one after the other (never
+side by side on a small CPU), with what they printed.
 
-    python benchmarks/first_run.py                # about 4 minutes on 2 cores
+    python benchmarks/first_run.py                # about 5 minutes on 2 cores
     python benchmarks/first_run.py --report-only  # re-render from the JSON
 
 Writes benchmarks/results/first_run.json (keeping its "elsewhere": measurements on other CPUs);
@@ -36,6 +37,16 @@ def timed(args: list[str], cwd: Path) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
+def table_rows(out: str) -> dict:
+    """The best and last rows of the final table a training run printed."""
+    rows = {}
+    for which in ("best", "last"):
+        m = re.search(rf"^{which} \(epoch (\d+)\)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)",
+                      out, re.M)
+        rows[which] = dict(zip(("epoch", "clean", "pgd", "gap"), m.groups()))
+    return rows
+
+
 def _result(row: dict) -> str:
     best, last = row["best"], row["last"]
     return (f"best (epoch {best['epoch']}) {best['clean']} / {best['pgd']}, gap {best['gap']}; "
@@ -48,6 +59,8 @@ def render(data: dict) -> str:
              "| what | seconds | result |", "|---|---|---|",
              f"| main job, `torchawp train` | {data['main_job']['seconds']:.0f} | "
              f"{_result(data['main_job'])} |",
+             f"| the same recipe without AWP, `torchawp train --method at` | "
+             f"{data['at_job']['seconds']:.0f} | {_result(data['at_job'])} |",
              f"| test suite, `python -m pytest -q` | {data['suite']['seconds']:.0f} | "
              f"{data['suite']['summary']} |", ""]
     for row in data.get("elsewhere", []):
@@ -64,7 +77,8 @@ def readme(data: dict) -> str:
     for row in data.get("elsewhere", []):
         text += (f" On {row['cpu']} it took {row['seconds']} s (an earlier version, timed by "
                  f"hand) and printed {_result(row)}.")
-    return text
+    return text + (f" Without AWP (`--method at`) the same recipe ends at "
+                   f"{_result(data['at_job'])}.")
 
 
 def main() -> int:
@@ -72,19 +86,17 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
-        with tempfile.TemporaryDirectory(prefix="first_run_") as tmp:
-            seconds, out = timed([sys.executable, "-m", "torchawp.cli", "train",
-                                  "--no-progress"], Path(tmp))
-        rows = {}
-        for which in ("best", "last"):
-            m = re.search(rf"^{which} \(epoch (\d+)\)\s+([\d.]+)\s+([\d.]+)\s+[\d.]+\s+([\d.]+)",
-                          out, re.M)
-            rows[which] = dict(zip(("epoch", "clean", "pgd", "gap"), m.groups()))
+        jobs = {}
+        for key, extra in (("main_job", []), ("at_job", ["--method", "at"])):
+            with tempfile.TemporaryDirectory(prefix="first_run_") as tmp:
+                seconds, out = timed([sys.executable, "-m", "torchawp.cli", "train",
+                                      "--no-progress", *extra], Path(tmp))
+            jobs[key] = {"seconds": seconds, **table_rows(out)}
         suite_seconds, suite_out = timed([sys.executable, "-m", "pytest", "-q", "-p",
                                           "no:cacheprovider"], ROOT)
         summary = suite_out.strip().splitlines()[-1].strip("= ")
         data = {"cpu": cpu_name(), "cores": os.cpu_count(),
-                "main_job": {"seconds": seconds, **rows},
+                **jobs,
                 "suite": {"seconds": suite_seconds, "summary": re.sub(r" in [\d.]+s.*", "",
                                                                       summary)},
                 "elsewhere": json.loads(RESULTS.read_text()).get("elsewhere", [])
