@@ -136,3 +136,31 @@ def test_help_is_shown_even_beside_a_bad_option(capsys, args):
     with pytest.raises(SystemExit) as exit_:
         main(args)
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("usage: torchawp")
+
+
+def test_a_recipe_is_type_checked_and_reads_5e_3_as_a_number(tmp_path, capsys):
+    """YAML 1.1 reads ``5e-3`` as text; a number field takes it as the command line would.
+    A value of the wrong type is one line naming the field, the value and the file."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {name: digits}\nawp: {gamma: 5e-3}\noptim: {weight_decay: 1e-4}\n")
+    code, out, err = run_cli(capsys, "train", "--config", str(recipe), "--dry-run")
+    assert code == 0, err
+    assert "  gamma: 0.005\n" in out and "  weight_decay: 0.0001\n" in out
+    recipe.write_text("epochs: 1e3\n")
+    code, _, err = run_cli(capsys, "train", "--config", str(recipe), "--dry-run")
+    assert code == 2 and f"epochs must be an integer; got '1e3' in {recipe}" in err
+
+
+def test_repeated_recipes_merge_in_order(tmp_path, capsys):
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text("data: {name: digits, batch_size: 64}\nepochs: 12\n"
+                     "awp: {warmup_epochs: 2}\nmodel_args: {width: 8, batchnorm: true}\n")
+    second.write_text("data: {val_size: 100}\nepochs: 14\nmodel_args: {width: 4}\n")
+    code, out, err = run_cli(capsys, "train", "--config", str(first), "--config", str(second),
+                             "--dry-run")
+    assert code == 0, err
+    assert "\nepochs: 14\n" in out and "  batch_size: 64\n" in out and "  val_size: 100\n" in out
+    assert "model_args:\n  width: 4\nmethod_args" in out  # a mapping value is replaced whole
+    second.write_text("data: {val_sise: 100}\n")
+    code, _, err = run_cli(capsys, "train", "--config", str(first), "--config", str(second))
+    assert code == 2 and f"unknown key data.val_sise in {second}" in err

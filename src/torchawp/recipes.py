@@ -65,6 +65,20 @@ def load_config(path: str | Path) -> TrainConfig:
     return from_dict(read_yaml(path), source=str(path))
 
 
+def merged_recipes(names: list[str]) -> TrainConfig:
+    """Recipes (names or paths) merged in order, group by group: a later one's fields win.
+    Each is checked on its own first, so an error names its file."""
+    merged: dict[str, Any] = {}
+    groups = {key for _, key in _NESTED}  # data, attack, ...: merged; model_args: replaced
+    for name in names:
+        path = recipe_path(name)
+        load_config(path)
+        for key, value in read_yaml(path).items():
+            both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = {**merged[key], **value} if both and key in groups else value
+    return from_dict(merged, source=" + ".join(names))
+
+
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The config as plain data (what ``config.yaml`` in a run directory holds)."""
     return dataclasses.asdict(cfg)
@@ -95,6 +109,7 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
         sub = _NESTED.get((cls, key))
         if sub is None:
             annotation = typing.get_type_hints(cls)[key]
+            value = _number(value, annotation)
             try:
                 check_type(value, annotation)
             except TypeCheckError:
@@ -103,6 +118,17 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
         kwargs[key] = (from_dict(value, sub, source, f"{prefix}{key}.") if sub is not None
                        else value)
     return cls(**kwargs)
+
+
+def _number(value, annotation):
+    """``5e-3`` for a number field: YAML 1.1 reads a float without a dot as a string; the
+    command line reads it as a number, and so does a recipe."""
+    if isinstance(value, str) and float in (annotation, *typing.get_args(annotation)):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def type_words(annotation, none: str = "None") -> str:

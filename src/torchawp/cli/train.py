@@ -7,12 +7,13 @@ import dataclasses
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
+import tyro
 import yaml
 
 from ..config import TrainConfig
-from ..recipes import load_config, load_recipe, recipe_path, to_dict
+from ..recipes import load_config, load_recipe, merged_recipes, to_dict
 from ..engine import train
 from ..errors import ConfigError
 from ..estimate import dry_run_plan
@@ -35,12 +36,13 @@ class TrainOptions(TrainConfig):
             bool, is set from it.)
         config: YAML recipe, a path or the name of a shipped recipe (torchawp list); it fills
             the fields it names, the paper's CIFAR protocol the others, and the command line
-            wins over both.
+            wins over both. Repeated, the recipes are merged in order (a later one wins).
         dry_run: print the resolved config (what would run) and exit.
     """
 
     resume: Optional[str] = None
-    config: Optional[str] = None
+    config: Annotated[list[str], tyro.conf.UseAppendAction] = dataclasses.field(
+        default_factory=list)
     dry_run: bool = False
 
 
@@ -74,7 +76,7 @@ def _base(opts: TrainOptions, run_dir: Optional[str]) -> tuple[TrainConfig, str]
     """The config the command line's options override, and what it is: the resumed run's own
     config.yaml, the --config recipe, the dataset's shipped recipe, or the paper's protocol."""
     if run_dir is not None:
-        if opts.config is not None:
+        if opts.config:
             raise ConfigError("--resume continues a run with its own config.yaml, so --config "
                               "cannot be given too; drop --config")
         saved = Path(run_dir) / "config.yaml"
@@ -84,8 +86,9 @@ def _base(opts: TrainOptions, run_dir: Optional[str]) -> tuple[TrainConfig, str]
         with warnings.catch_warnings():  # the trainer reads it again and says each notice
             warnings.simplefilter("ignore", FutureWarning)
             return load_config(saved), f"the run's own {saved}"
-    if opts.config is not None:
-        return load_config(recipe_path(opts.config)), f"the recipe {opts.config}"
+    if opts.config:
+        return (merged_recipes(opts.config),
+                f"the recipe{'s' * (len(opts.config) > 1)} {' + '.join(opts.config)}")
     default = _default_recipe(opts)
     if default is None:
         return TrainConfig(), "the paper's CIFAR protocol"
