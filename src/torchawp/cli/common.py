@@ -1,9 +1,10 @@
 """What the commands share: one way to read a command line, errors as one line, progress lines.
 
 Every command declares its options as a dataclass (a field is an option, the comment above it
-the help) and reads them with :func:`parse`, which hands the dataclass to tyro: options are spelled
-with hyphens (``--n-examples``, ``--data.data-dir``), the underscore spelling is read the same
-way in every command, a ``bool`` field is a flag pair (``--autoattack`` / ``--no-autoattack``).
+the help) and reads them with :func:`parse`, which hands the dataclass to tyro: options are
+spelled with hyphens (``--n-examples``, ``--data.data-dir``), the underscore spelling is read
+the same way in every command, a ``bool`` field is a flag pair (``--autoattack`` /
+``--no-autoattack``).
 What tyro refuses is said in one line by :func:`explain`, which reads the same dataclass."""
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ _ARG = type(tyro.conf.arg())  # tyro.conf.arg(name=...): an option named other t
 
 
 def positional(metavar: str, annotation: Any = str):
-    """The type of a positional argument, shown in usage, help and errors as ``metavar``:
-    ``path: positional("PATH")``."""
+    """The type of a positional argument, shown in usage, help and errors as ``metavar``
+    (``PATH = positional("PATH")`` beside the dataclass, then ``path: PATH`` in it)."""
     return typing.Annotated[annotation, tyro.conf.Positional, tyro.conf.arg(metavar=metavar)]
 
 

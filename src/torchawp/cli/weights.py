@@ -161,7 +161,8 @@ def _measurements(args) -> Iterator[tuple]:
     if not args.paths and not args.robustbench:
         raise ConfigError("name the models to measure: run directories or checkpoints, or "
                           "--robustbench NAME")
-    for label, path, which in _checkpoints(args.paths, args.which, _epoch_list(args.kept_epochs)) + [
+    kept = _epoch_list(args.kept_epochs)
+    for label, path, which in _checkpoints(args.paths, args.which, kept) + [
             (f"rb:{name}", name, "robustbench") for name in args.robustbench]:
         if which == "robustbench":
             model, threat = load_robustbench(path, args.dataset, args.threat_model,
