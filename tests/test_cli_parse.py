@@ -84,6 +84,10 @@ def test_every_command_reads_the_underscore_spelling_as_the_hyphenated_one(capsy
      "--class must be an integer >= 0 (got -1)"),
     (["eval", "--restarts", "0"], "--attack-restarts must be an integer >= 1 (got 0)"),
     (["landscape", "--pgd-restarts", "0"], "--attack-restarts must be an integer >= 1"),
+    (["train", "--optim.lr", "inf"], "optim.lr must be a finite number (got inf)"),
+    (["train", "--awp.gamma", "nan"], "awp.gamma must be a finite number (got nan)"),
+    (["train", "--optim.milestones", "--dry-run"], "--optim.milestones needs a value"),
+    (["eval", "--normalize", "0.5"], "--normalize must be 2 values, each text or None"),
     (["data"], "torchawp data needs an action"),
     (["data", "imprt"], "torchawp data needs an action (got 'imprt')"),
 ])
@@ -146,6 +150,9 @@ def test_a_recipe_is_type_checked_and_reads_5e_3_as_a_number(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--config", str(recipe), "--dry-run")
     assert code == 0, err
     assert "  gamma: 0.005\n" in out and "  weight_decay: 0.0001\n" in out
+    recipe.write_text("optim: {momentum: nan}\n")  # text, not a number, in a recipe
+    code, _, err = run_cli(capsys, "train", "--config", str(recipe), "--dry-run")
+    assert code == 2 and "optim.momentum must be a number; got 'nan'" in err
     recipe.write_text("epochs: 1e3\n")
     code, _, err = run_cli(capsys, "train", "--config", str(recipe), "--dry-run")
     assert code == 2 and f"epochs must be an integer; got '1e3' in {recipe}" in err

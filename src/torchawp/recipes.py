@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 import warnings
@@ -121,13 +122,11 @@ def from_dict(data: dict[str, Any], cls=TrainConfig, source: str = "the config",
 
 
 def _number(value, annotation):
-    """``5e-3`` for a number field: YAML 1.1 reads a float without a dot as a string; the
-    command line reads it as a number, and so does a recipe."""
-    if isinstance(value, str) and float in (annotation, *typing.get_args(annotation)):
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    """``5e-3`` for a number field: YAML 1.1 reads a float in exponent notation without a dot
+    as a string; the command line reads it as a number, and so does a recipe."""
+    if (isinstance(value, str) and float in (annotation, *typing.get_args(annotation))
+            and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value)):
+        return float(value)
     return value
 
 
@@ -142,6 +141,8 @@ def type_words(annotation, none: str = "None") -> str:
         return type_words(rest[0] if len(rest) == 1 else Union[tuple(rest)]) + f" or {none}"
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
+    if origin is tuple and args and ... not in args:
+        return f"{len(args)} values, each {type_words(args[0])}"
     if origin in (list, tuple):
         return f"a list of values, each {type_words(args[0]) if args else 'a value'}"
     return {int: "an integer", float: "a number", str: "text", bool: "true or false",

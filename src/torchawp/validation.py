@@ -5,8 +5,10 @@ method refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
+import math
 from typing import Any
 
 from .config import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
@@ -26,6 +28,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if ":" not in cfg.method:  # a method of your own is checked when it is imported
         _one_of("method", cfg.method, method_names())
     spec, use_awp = get_method(cfg.method)
+    _check_finite(cfg)
     _check_run(cfg)
     _check_data(cfg)
     _check_attack(cfg)
@@ -48,6 +51,17 @@ def _one_of(name: str, value: Any, choices) -> None:
         raise ConfigError(
             f"{name} must be one of {', '.join(map(str, choices))} (got {value!r}){did_you_mean}"
         )
+
+
+def _check_finite(group, prefix: str = "") -> None:
+    """No number of the config is NaN or infinite: ``optim.lr inf`` would pass a check written
+    as a lower bound and train to NaN."""
+    for f in dataclasses.fields(group):
+        value = getattr(group, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            _check(math.isfinite(value), prefix + f.name, value, "a finite number")
 
 
 def _check_run(cfg: TrainConfig) -> None:

@@ -68,7 +68,7 @@ def _yaml_mapping(info):
 @REGISTRY.primitive_rule
 def _list(info):
     """A list of integers, numbers or words: ``--optim.milestones 100 150``, or as one YAML
-    list, ``[100, 150]`` (as recipes write it)."""
+    list, ``[100, 150]`` (as recipes write it; ``[]`` for none)."""
     args = typing.get_args(info.type)
     if (info.type_origin is not list or len(args) != 1 or args[0] not in (int, float, str)
             or tyro.conf.UseAppendAction in info.markers):  # --x A --x B: tyro's own
@@ -76,6 +76,8 @@ def _list(info):
     kind = args[0]
 
     def read(values: list[str]) -> list:
+        if not values:  # a bare --x is a slip, not an empty list (that is [])
+            raise ValueError("no value")
         if len(values) == 1 and values[0].startswith("["):
             try:
                 values = yaml.safe_load(values[0])
