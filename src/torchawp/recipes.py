@@ -73,8 +73,9 @@ def merged_recipes(names: list[str]) -> TrainConfig:
     groups = {key for _, key in _NESTED}  # data, attack, ...: merged; model_args: replaced
     for name in names:
         path = recipe_path(name)
-        load_config(path)
-        for key, value in read_yaml(path).items():
+        data = read_yaml(path)
+        from_dict(data, source=str(path))
+        for key, value in data.items():
             both = isinstance(value, dict) and isinstance(merged.get(key), dict)
             merged[key] = {**merged[key], **value} if both and key in groups else value
     return from_dict(merged, source=" + ".join(names))
@@ -130,15 +131,24 @@ def _number(value, annotation):
     return value
 
 
+def unwrap_optional(annotation) -> tuple[Any, bool]:
+    """The type without ``Annotated`` and ``Optional``, and whether None is allowed."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
+    return annotation, False
+
+
 def type_words(annotation, none: str = "None") -> str:
     """What a field of this type accepts, in words: ``Optional[int]`` is "an integer or
     None" (``none``: how None is spelled, ``null`` in YAML)."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
+    annotation, optional = unwrap_optional(annotation)
+    if optional:
+        return type_words(annotation) + f" or {none}"
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return type_words(rest[0] if len(rest) == 1 else Union[tuple(rest)]) + f" or {none}"
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin is tuple and args and ... not in args:

@@ -16,13 +16,9 @@ from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import bounded, log, parse, positional
+from .common import PATH, bounded, log, parse
 
 WEIGHTS = "backdoored.safetensors"
-
-
-# positional arguments, named in usage, help and errors
-PATH = positional("PATH")
 
 
 @dataclasses.dataclass

@@ -16,16 +16,15 @@ import functools
 import io
 import math
 import sys
-import types
 import typing
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import tyro
 import yaml
 
 from ..errors import ConfigError
-from ..recipes import type_words
+from ..recipes import type_words, unwrap_optional
 
 REGISTRY = tyro.constructors.ConstructorRegistry()
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -37,6 +36,10 @@ def positional(metavar: str, annotation: Any = str):
     """The type of a positional argument, shown in usage, help and errors as ``metavar``
     (``PATH = positional("PATH")`` beside the dataclass, then ``path: PATH`` in it)."""
     return typing.Annotated[annotation, tyro.conf.Positional, tyro.conf.arg(metavar=metavar)]
+
+
+# a run directory or checkpoint, the argument most commands take first
+PATH = positional("PATH")
 
 
 def _markers(hint) -> tuple:
@@ -111,17 +114,6 @@ class _Option:
     required: bool = False
 
 
-def _strip(annotation):
-    """The type without ``Annotated`` and ``Optional``; and whether None is allowed."""
-    if typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
-    return annotation, False
-
-
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
@@ -133,7 +125,7 @@ def _fields(cls, prefix: str = "", path: tuple = ()):
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         is_positional = _POSITIONAL in _markers(hint)
-        inner, _ = _strip(hint)
+        inner, _ = unwrap_optional(hint)
         name = next((m.name for m in _markers(hint) if isinstance(m, _ARG) and m.name), f.name)
         if dataclasses.is_dataclass(inner):
             yield from _fields(inner, f"{prefix}{name}.", path + (f.name,))
@@ -146,7 +138,7 @@ def _options(cls) -> dict[str, _Option]:
     for name, _, f, hint, is_positional in _fields(cls):
         if is_positional:
             continue
-        inner, _ = _strip(hint)
+        inner, _ = unwrap_optional(hint)
         origin = typing.get_origin(inner)
         if inner is bool:
             head, _, leaf = name.rpartition(".")
@@ -242,7 +234,7 @@ def current_spellings(cls, argv: list[str], former: Optional[dict[str, str]] = N
                               f"release", FutureWarning)
                 name, arg = new, new + eq + value
             option = table.get(name.replace("_", "-"))
-            if option is not None and option.kind == "value" and _strip(option.annotation)[1]:
+            if option is not None and option.kind == "value" and unwrap_optional(option.annotation)[1]:
                 if not eq and argv[i:i + 1] == ["null"]:
                     value, eq, i = "null", "=", i + 1
                 if eq and value == "null":

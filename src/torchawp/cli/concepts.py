@@ -14,11 +14,7 @@ from ..checkpoint import atomic_write
 from ..concepts import Variant, concept_study, render
 from ..rundir import exclusive_lock
 from ..suite import load_for_eval
-from .common import bounded, log, parse, positional
-
-
-# positional arguments, named in usage, help and errors
-PATH = positional("PATH")
+from .common import PATH, bounded, log, parse
 
 
 @dataclasses.dataclass

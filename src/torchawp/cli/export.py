@@ -13,11 +13,7 @@ from ..errors import ConfigError
 from ..export import export
 from ..robustbench import CARD_FIELDS, export_robustbench
 from ..suite import load_for_eval
-from .common import parse, positional
-
-
-# positional arguments, named in usage, help and errors
-PATH = positional("PATH")
+from .common import PATH, parse
 
 
 @dataclasses.dataclass

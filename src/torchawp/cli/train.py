@@ -127,7 +127,7 @@ def _bare_resume(argv: list[str]) -> list[str]:
     return out
 
 
-def _options(cfg: TrainConfig) -> TrainOptions:
+def _as_options(cfg: TrainConfig) -> TrainOptions:
     """``cfg`` as the command's defaults."""
     return TrainOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)
                            if f.name != "resume"})
@@ -141,7 +141,7 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     argv = _bare_resume(list(argv))
     helped = [a for a in argv if a not in ("-h", "--help")]
     try:
-        first = parse(TrainOptions, helped, "torchawp train", default=_options(load_recipe()),
+        first = parse(TrainOptions, helped, "torchawp train", default=_as_options(load_recipe()),
                       former=TRAIN_FORMER)
         run_dir = _run_dir(first)
         base, source = _base(first, run_dir)
@@ -151,7 +151,7 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
         run_dir, base, source = None, load_recipe(), "the shipped 'digits' recipe"  # --help
     with warnings.catch_warnings():  # the first reading said each notice already
         warnings.simplefilter("ignore", FutureWarning)
-        opts = parse(TrainOptions, argv, "torchawp train", default=_options(base),
+        opts = parse(TrainOptions, argv, "torchawp train", default=_as_options(base),
                      former=TRAIN_FORMER,
                      description=f"{ABOUT} The defaults shown are those of {source}.")
     values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainConfig)}
