@@ -85,7 +85,7 @@ def synthetic_store(path: Path, n_train: int, n_test: int, seed: int = 0) -> dic
             for start in range(0, n, CHUNK):
                 yield rng.integers(0, 256, (min(CHUNK, n - start), 3, 32, 32), dtype=np.uint8)
 
-        entry = _write_split(path, split, Source(n, (3, 32, 32), np.dtype(np.uint8), labels,
+        entry = _write_split(path, path, split, Source(n, (3, 32, 32), np.dtype(np.uint8), labels,
                                                  chunks), (3, 32, 32), progress=False)
         stats = entry.pop("stats")
         if split == "train":
@@ -257,6 +257,7 @@ def main() -> int:
         first = train.subset(torch.arange(min(50_000, len(train))))
         rates["store_first_50k"] = loader_rate(first, args.loader_batches)
         rates["memory_first_50k"] = loader_rate(first.load(), args.loader_batches)
+        out["first_images"] = len(first)
         del train, first  # unmapped: mapped pages cannot be evicted
         gc.collect()
         before = page_cache_bytes()
@@ -310,9 +311,11 @@ def render(out: dict) -> str:
     cold = out.get("cold_cache") or {}
     dropped = (f"{cold['method']}: page cache {cold['page_cache_before_bytes'] / 1e9:.1f} -> "
                f"{cold['page_cache_after_bytes'] / 1e9:.1f} GB" if cold.get("method") else "")
-    names = {"warm": "loader, warm store (in the page cache), random rows of all 4M",
-             "store_first_50k": "loader, store, first 50,000 images",
-             "memory_first_50k": "loader, the same 50,000 in memory",
+    first = out.get("first_images", min(50_000, out["images"]))  # results before it was kept
+    names = {"warm": f"loader, warm store (in the page cache), random rows of all "
+                     f"{out['images']:,}",
+             "store_first_50k": f"loader, store, first {first:,} images",
+             "memory_first_50k": f"loader, the same {first:,} in memory",
              "cold": f"loader, cold store ({dropped}), random rows"}
     for key, name in names.items():
         value = rates.get(key)

@@ -96,3 +96,6 @@ def test_data_scale_dry_run_measures_and_deletes_its_store(tmp_path):
     assert 0 <= report["training"][0]["wait_share"] < 1
     assert "the store was deleted" in text
     assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # no store left behind
+    # every label says what this run measured, not what the committed 4M-image run did
+    assert "random rows of all 3,000 |" in text and "first 3,000 images |" in text
+    assert "4M" not in text and "50,000" not in text

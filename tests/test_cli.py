@@ -50,10 +50,10 @@ def test_train_then_eval_on_digits(tmp_path, capsys):
 
 
 def test_recipe_by_name_with_command_line_override(capsys):
-    code, out, _ = run_cli(capsys, "train", "--config", "cifar10_prn18_at_awp", "--awp.gamma",
-                           "0.005", "--dry-run")
+    code, out, err = run_cli(capsys, "train", "--config", "cifar10_prn18_at_awp", "--awp.gamma",
+                             "0.005", "--dry-run")
     cfg = yaml.safe_load(out)
-    assert code == 0
+    assert code == 2 and "cifar10 not found" in err  # the config is shown, the data checked
     assert (cfg["model"], cfg["data"]["name"], cfg["awp"]["gamma"]) == (
         "preact_resnet18", "cifar10", 0.005)
     assert cfg["optim"]["milestones"] == [100, 150] and cfg["epochs"] == 200

@@ -48,3 +48,32 @@ def test_a_run_that_would_oversubscribe_the_cores_says_so(monkeypatch, busy, thr
     assert len(caught) == int(warned)
     if warned:
         assert "--threads" in str(caught[0].message) and "2 cores" in str(caught[0].message)
+
+
+def test_a_refusal_is_one_line_however_busy_the_machine(monkeypatch, capsys, two_epochs,
+                                                       tmp_path):
+    # the machine reads as busy; the config, the resume rule and the data are checked before
+    # the CPUs are measured, so no warning stands before a refusal
+    from .helpers import copy_run
+    from .test_cli import TINY, run_cli
+
+    monkeypatch.setattr(runtime, "cores_busy_elsewhere", lambda: 1.8)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    run = copy_run(two_epochs.run_dir, tmp_path / "run")
+    bad = tmp_path / "nan.npz"
+    import numpy as np
+
+    x = np.full((60, 8, 8), np.nan, dtype=np.float32)
+    np.savez(bad, x_train=x, y_train=np.arange(60) % 2, x_test=x, y_test=np.arange(60) % 2)
+    for args in (["--resume", str(run), "--attack.eps", "0.1"],
+                 ["--out-dir", str(run), *TINY],
+                 ["--resume", str(tmp_path / "nothing")],
+                 ["--out-dir", str(tmp_path / "new"), "--data.name", "npz", "--data.data-dir",
+                  str(bad), "--data.val-size", "10", *TINY]):
+        code, _, err = run_cli(capsys, "train", *args)
+        assert code == 2 and err.count("\n") == 1 and "other processes" not in err, (args, err)
+        assert "NaN" in err or "npz" not in args
+    # a run that starts does measure the machine, and says so
+    code, _, err = run_cli(capsys, "train", "--out-dir", str(tmp_path / "ok"), *TINY,
+                           "--epochs", "1", "--threads", "2")
+    assert code == 0 and "other processes keep 1.8 of this machine's 2 cores busy" in err

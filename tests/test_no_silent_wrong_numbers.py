@@ -4,7 +4,6 @@ with the full protocol, and a stop during evaluation resuming bit-identically.""
 
 import os
 import signal
-import time
 
 import pytest
 import torch
@@ -75,18 +74,20 @@ def test_a_stop_during_evaluation_saves_and_resumes_bit_identically(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", epochs=2))
     attack = trainer.eval_attack.perturb
 
+    calls = []
+
     def signal_in_evaluation(*args, **kwargs):
+        calls.append(1)
         os.kill(os.getpid(), signal.SIGINT)
         return attack(*args, **kwargs)
 
     trainer.eval_attack.perturb = signal_in_evaluation
-    start = time.perf_counter()
     with pytest.raises(TrainingInterrupted,
                        match="Continue with: torchawp train --resume .*run$"):
         trainer.fit()
     _, meta = read_weights(tmp_path / "run" / "last.safetensors")
     assert (meta["epoch"], meta["step"]) == (0, trainer.steps_per_epoch)  # trained, not evaluated
-    assert time.perf_counter() - start < 60
+    assert len(calls) == 1  # the evaluation stopped after the batch the signal came in
     resumed = torchawp.train(tiny_config(tmp_path / "run", epochs=2, resume=True))
     a, _ = read_weights(resumed.run_dir / "last.safetensors")
     b, _ = read_weights(reference.run_dir / "last.safetensors")

@@ -142,10 +142,21 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
         return step(*args, **kwargs)
 
     trainer.train_step = arm_in_epoch_two
-    with pytest.raises(TrainingDiverged, match="epoch 2, step 2.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 2.*the checkpoint of epoch 1 "
+                                               "is kept in"):
         trainer.fit()
     _, meta = read_weights(tmp_path / "run" / "last.safetensors")
     assert meta["epoch"] == 1  # the diverged epoch 2 was not saved
+
+
+def test_a_run_that_diverges_in_its_first_epoch_says_it_kept_no_checkpoint(tmp_path):
+    from torchawp.models import create_model
+
+    model = NaNAfter(create_model("small_cnn", 10, 1, 8, width=8, hidden=32))
+    model.armed = True
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1; no checkpoint was written"):
+        Trainer(tiny_config(tmp_path / "run", epochs=2), model=model).fit()
+    assert not list((tmp_path / "run").glob("*.safetensors"))
 
 
 def test_skip_nonfinite_skips_bad_batches_and_goes_on(tmp_path):

@@ -25,6 +25,7 @@ from .config import TrainConfig
 from .recipes import from_dict, load_recipe
 from .data import ArrayDataset, Splits, load_splits
 from .errors import ConfigError
+from .estimate import estimate_line, measure, plan_line
 from .pseudo_label import pseudo_label
 from .rundir import RunDir, default_run_dir
 from .runlog import RunResult
@@ -104,3 +105,19 @@ def self_label(cfg: TrainConfig, splits: Splits, run_dir: Path) -> ArrayDataset:
                   f"hidden labels)", file=sys.stderr)
     return ArrayDataset(splits.unused.images, labels, splits.info.num_classes)
 
+
+def dry_run(cfg, timed_steps: int = 3) -> tuple[str, str]:
+    """``--dry-run``'s checks and estimate: the run's parts built as the run builds them (the
+    data read and checked, the device opened, the model made), then ``timed_steps`` training
+    steps (after one untimed step that pays the one-time costs; with and without AWP where the
+    run has both) and one evaluation batch are timed on a throw-away trainer. Returns
+    ``(plan line, estimate line)``; a check that fails raises its one-line error."""
+    d = cfg.data
+    splits = load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset,
+                         d.image_size)
+    if d.extra_data == "auto":  # priced with the images the labeller would label
+        splits.extra = splits.unused
+    trainer = Trainer(cfg, splits=splits)
+    plan = plan_line(trainer.cfg, trainer.splits, trainer.steps_per_epoch)
+    return plan, estimate_line(measure(trainer, timed_steps), 0, trainer.cfg.epochs) + (
+        f" (from {timed_steps} timed steps and one evaluation batch)")

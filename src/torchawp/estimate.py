@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
+
+from .evaluate import evaluate
+
 SAY_ABOVE_SECONDS = 120  # runs expected to take longer get the estimate line
 
 
@@ -63,12 +67,17 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def estimate_line(est: dict, epochs_left: int) -> str:
-    """One line: the expected time and how it splits; when evaluation is most of it, the
-    options that make it cheaper."""
+def estimate_line(est: dict, first_epoch: int, epochs: int, done_seconds: float = 0.0) -> str:
+    """One line: the expected time of epochs ``first_epoch + 1`` to ``epochs`` (what ``est``
+    covers) and how it splits, with what is left once ``done_seconds`` of it are spent; when
+    evaluation is most of it, the options that make it cheaper."""
     total, evaluation = est["total_seconds"], est["eval_seconds"]
-    text = (f"expected time of the {epochs_left} epoch(s) to go: {_minutes(total)} "
-            f"(training {_minutes(est['train_seconds'])}, evaluation {_minutes(evaluation)})")
+    span = (f"the whole run ({epochs} epochs)" if first_epoch == 0
+            else f"epochs {first_epoch + 1}-{epochs}")
+    text = (f"expected time of {span}: {_minutes(total)} (training "
+            f"{_minutes(est['train_seconds'])}, evaluation {_minutes(evaluation)})")
+    if done_seconds:
+        text += f", about {_minutes(max(total - done_seconds, 0.0))} to go"
     if evaluation > 0.5 * total:
         text += ("; evaluation is most of it: --eval.curve-every N measures train and test "
                  "every N epochs only, --eval.max-examples and --eval.train-examples evaluate "
@@ -87,7 +96,7 @@ def plan_line(cfg, splits, steps_per_epoch: int) -> str:
     return (f"plan: {cfg.epochs} epochs x {steps_per_epoch} steps = "
             f"{cfg.epochs * steps_per_epoch} training steps ({attack}); "
             f"{evaluations} evaluations attacking {sum(plan):,} images in all (PGD-"
-            f"{cfg.eval.steps}); the time is estimated after the first epoch")
+            f"{cfg.eval.steps})")
 
 
 def announce(cfg, splits, epoch: int, row: dict, first_step_seconds: Optional[float],
@@ -106,26 +115,36 @@ def announce(cfg, splits, epoch: int, row: dict, first_step_seconds: Optional[fl
     if est is not None:
         row["estimated_seconds"] = est["total_seconds"]
         if say is not None and est["total_seconds"] > SAY_ABOVE_SECONDS:
-            say(estimate_line(est, cfg.epochs - epoch))
+            say(estimate_line(est, epoch, cfg.epochs,
+                              row["train_seconds"] + row["eval_seconds"]))
     return est
 
 
-def dry_run_plan(cfg) -> str:
-    """:func:`plan_line` for a config, its data read (a dataset that is not in place says so
-    instead: what it can without running)."""
-    from .data import BatchLoader, load_extra, load_splits
-    from .errors import DataError
-
-    d = cfg.data
-    try:
-        splits = load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset,
-                             d.image_size)
-        info = splits.info
-        extra = (splits.unused if d.extra_data == "auto" else
-                 load_extra(d.extra_data, info.num_classes, info.in_channels, info.image_size)
-                 if d.extra_data else None)
-    except DataError as exc:
-        return f"plan: unknown until the data is in place ({exc})"
-    loader = BatchLoader(splits.train, d.batch_size, extra=extra,
-                         extra_fraction=d.extra_fraction if extra is not None else 0.0)
-    return plan_line(cfg, splits, len(loader))
+def measure(trainer, timed_steps: int = 3) -> dict:
+    """The whole run's expected time from a few timed steps of ``trainer`` (which they train:
+    use a throw-away one) and one timed evaluation batch of the validation split."""
+    cfg, clock = trainer.cfg, trainer.clock
+    awp_epochs = [trainer.awp is not None and trainer.awp.applies_in(e) for e in range(cfg.epochs)]
+    batches = iter(trainer.train_loader.batches())
+    step_seconds = {}
+    for awp_on in sorted(set(awp_epochs)):
+        seconds = []
+        for i in range(timed_steps + (0 if step_seconds else 1)):
+            _, x, y = next(batches, (None, None, None))
+            if x is None:  # a tiny set: start its epoch again
+                batches = iter(trainer.train_loader.batches())
+                _, x, y = next(batches)
+            start = clock()
+            trainer.train_step(x, y, awp_on)
+            seconds.append(clock() - start)
+        step_seconds[awp_on] = sum(seconds[-timed_steps:]) / timed_steps
+    train = sum(step_seconds[on] for on in awp_epochs) * trainer.steps_per_epoch
+    data = trainer.splits.val if len(trainer.splits.val) else trainer.splits.test
+    images = min(len(data), 128)
+    attacks = [("pgd", trainer.eval_attack)] if cfg.eval.steps > 0 else []
+    start = clock()
+    evaluate(trainer.net, data, attacks, max_examples=images, device=trainer.device,
+             generator=torch.Generator(trainer.device).manual_seed(0))
+    evaluation = (clock() - start) / max(images, 1) * sum(evaluation_plan(cfg, trainer.splits))
+    return {"train_seconds": train, "eval_seconds": evaluation,
+            "total_seconds": train + evaluation}

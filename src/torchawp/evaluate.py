@@ -27,7 +27,8 @@ def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
              batch_size: int = EVAL_BATCH_SIZE, max_examples: Optional[int] = None,
              generator: Optional[torch.Generator] = None, device=None, rank: int = 0,
              world_size: int = 1, clean: bool = True,
-             should_stop: Optional[Callable[[], bool]] = None) -> Optional[dict[str, float]]:
+             should_stop: Optional[Callable[[], bool]] = None,
+             on_batch: Optional[Callable[[int], None]] = None) -> Optional[dict[str, float]]:
     """Accuracy and mean loss, clean and under each attack, in eval mode.
 
     ``data`` is an :class:`ArrayDataset` or a pair ``(x, y)`` with ``x`` in [0, 1]. Returns
@@ -37,7 +38,8 @@ def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
     first ``max_examples`` images are used; under DDP each rank takes a shard and sums are
     all-reduced. Counts stay on the device until the end (one host sync). ``clean=False``
     skips the clean pass. ``should_stop`` is asked after every batch; when it says yes the
-    evaluation is abandoned and None returned. The model's modes are restored afterwards.
+    evaluation is abandoned and None returned. ``on_batch(n)`` hears of every batch of ``n``
+    images (progress). The model's modes are restored afterwards.
     """
     images, labels = (data.images, data.labels) if isinstance(data, ArrayDataset) else data
     device = device or next(model.parameters()).device
@@ -61,6 +63,8 @@ def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
                 sums[2 * i + 1] += F.cross_entropy(logits, y, reduction="sum")
             sums[-2] += robust.sum()
             sums[-1] += len(y)
+            if on_batch is not None:
+                on_batch(len(y))
             if should_stop is not None and should_stop():
                 return None
     values = all_reduce_sum(sums).tolist()
@@ -77,14 +81,15 @@ def evaluate(model: nn.Module, data, attacks: Sequence[tuple[str, Attack]] = (),
 def evaluate_splits(model: nn.Module, splits: Splits, attack: Optional[Attack],
                     which: Sequence[str] = ("train", "val", "test"), *, train_examples: int,
                     max_examples: Optional[int] = None, device=None, rank: int = 0,
-                    world_size: int = 1,
-                    should_stop: Optional[Callable[[], bool]] = None) -> Optional[dict]:
+                    world_size: int = 1, should_stop: Optional[Callable[[], bool]] = None,
+                    on_batch: Optional[Callable[[int], None]] = None) -> Optional[dict]:
     """A training run's per-epoch metrics: clean and (with ``attack``) robust accuracy and loss
     of the first ``train_examples`` training images (at the current weights, eval mode), and of
     ``val`` and ``test`` (their first ``max_examples``), keyed ``{split}_clean_acc``,
     ``{split}_robust_loss`` ..., plus the ``gap`` when train and test are both measured. Each
     split's attack starts from seed :data:`EVAL_SEED` in batches of :data:`EVAL_BATCH_SIZE`:
-    the protocol of ``torchawp eval``. None if ``should_stop`` interrupted it."""
+    the protocol of ``torchawp eval``. None if ``should_stop`` interrupted it; ``on_batch(n)``
+    hears of every evaluated batch of ``n`` images."""
     row = {}
     attacks = [("pgd", attack)] if attack is not None else []
     limits = {"train": train_examples, "val": max_examples, "test": max_examples}
@@ -95,7 +100,7 @@ def evaluate_splits(model: nn.Module, splits: Splits, attack: Optional[Attack],
         gen = torch.Generator(device).manual_seed(EVAL_SEED)
         m = evaluate(model, data, attacks, batch_size=EVAL_BATCH_SIZE,
                      max_examples=limits[split], generator=gen, device=device, rank=rank,
-                     world_size=world_size, should_stop=should_stop)
+                     world_size=world_size, should_stop=should_stop, on_batch=on_batch)
         if m is None:
             return None
         row[f"{split}_clean_acc"], row[f"{split}_clean_loss"] = m["clean_acc"], m["clean_loss"]

@@ -55,7 +55,7 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
         return
     directory = Path(directory)
     created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
+    make_directory(directory, what)
     key = str(directory.resolve())
     if key in _held:
         _held[key] += 1
@@ -82,6 +82,21 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
         os.close(fd)  # releases the lock
 
 
+def make_directory(directory: Path, what: str = "output directory") -> None:
+    """``mkdir -p``, with a file in the way said in one line (naming the file) instead of a
+    FileExistsError or NotADirectoryError."""
+    in_the_way = next((p for p in (directory, *directory.parents) if p.exists()
+                       and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ConfigError(f"{what} {directory} cannot be made: {in_the_way} is a file; choose "
+                          f"another directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{what} {directory} cannot be made ({exc.strerror}); choose "
+                          f"another directory") from None
+
+
 def default_run_dir(cfg) -> Path:
     """``runs/<time>_<method>_<dataset>_<model>_s<seed>`` for a run without ``out_dir``."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -98,6 +113,15 @@ class RunDir:
     def lock(self):
         """Exclusive use of the directory for the block (see :func:`exclusive_lock`)."""
         return exclusive_lock(self.path)
+
+    def kept(self, saved: Optional[tuple[int, int]]) -> str:
+        """Which checkpoint the directory holds, said for a message: ``saved`` is the
+        ``(epochs, step)`` of the newest one written, None if none was."""
+        if saved is None:
+            return f"no checkpoint was written yet, so {self.path} holds none"
+        epochs, step = saved
+        return (f"the checkpoint of " + (f"step {step} of epoch {epochs + 1}" if step
+                                         else f"epoch {epochs}") + f" is kept in {self.path}")
 
     def has_checkpoint(self) -> bool:
         return any((self.path / f"{p}.state.pt").is_file() for p in ("last", "prev"))

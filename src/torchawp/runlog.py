@@ -143,6 +143,26 @@ def summary_table(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def epoch_line(cfg: TrainConfig, row: dict) -> str:
+    """An epoch in one plain line, for a job's log (``--no-progress``)."""
+    return (f"{cfg.method} {cfg.data.name} epoch {row['epoch']}/{cfg.epochs}: {postfix(row)} "
+            f"({row['seconds']:.1f} s)")
+
+
+def image_counter(progress, total: int):
+    """A callback that shows ``done/total images`` after the bar's description while an
+    evaluation runs (None without a bar)."""
+    if progress is None:
+        return None
+    label, done = progress.desc, [0]
+
+    def counted(n: int) -> None:
+        done[0] += n
+        progress.set_description_str(f"{label} {done[0]:,}/{total:,} images", refresh=True)
+
+    return counted
+
+
 def say(progress, text: str) -> None:
     """A one-line notice on stderr, above the progress bar when there is one."""
     (progress.write if progress is not None else print)(f"torchawp: {text}", file=sys.stderr)

@@ -78,7 +78,8 @@ def cores_busy_elsewhere(window: float = 0.1) -> float | None:
 def warn_if_cpus_are_taken(device: torch.device, threads: int | None = None) -> None:
     """One line when this CPU run and what already runs ask for more threads than there are
     cores: on 2 cores two 2-thread jobs each ran many times slower, not 2x
-    (``benchmarks/concurrency.py``)."""
+    (``benchmarks/concurrency.py``). Called once a run's config, resume rule and data have
+    passed their checks, so that a refusal stays one line however busy the machine is."""
     if device.type != "cpu":
         return
     busy, cores = cores_busy_elsewhere(), os.cpu_count() or 1

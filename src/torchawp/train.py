@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import Splits
 from .ema import EMA
 from .errors import TrainingDiverged, TrainingInterrupted
-from .estimate import announce
+from .estimate import announce, eval_images
 from .evaluate import evaluate_splits
 from .flatness import probe_flatness
 from .methods import get_method
@@ -31,8 +31,8 @@ from .plots import plot_curves
 from .recipes import from_dict, to_dict
 from .rundata import run_data
 from .rundir import RunDir, check_resumable, default_run_dir
-from .runlog import (Best, EpochTotals, NullWriter, RunResult, postfix, progress_bar, say,
-                     tensorboard_writer)
+from .runlog import (Best, EpochTotals, NullWriter, RunResult, epoch_line, image_counter,
+                     postfix, progress_bar, say, tensorboard_writer)
 from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
@@ -57,7 +57,6 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.spec, use_awp = get_method(cfg.method)
         self.device = resolve_device(cfg.device)
-        warn_if_cpus_are_taken(self.device, cfg.threads)
         self.dist: DistEnv = init_distributed(self.device)
         seed_everything(cfg.seed)
         self.run = RunDir(cfg.out_dir or default_run_dir(cfg))
@@ -104,12 +103,13 @@ class Trainer:
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
         self.totals = EpochTotals.zeros(self.device)
         self.epoch_data_state = self.data_gen.get_state()
-        self.skipped = 0
+        self.skipped, self.saved = 0, None  # saved: (epochs, step) of the newest checkpoint
         self._stop: Optional[str] = None
         self._progress = None
         self.best = Best()  # selected on the validation split
         self.history: list[dict[str, Any]] = []
         self.estimate, self.first_step_seconds = None, None  # the run's expected time
+        self.clock = time.perf_counter  # what times epochs and the estimate (tests inject one)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step (the paper's Algorithm 1); returns (loss sum, number
@@ -160,12 +160,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        started = time.perf_counter()
+        started = self.clock()
         # resuming inside an epoch, batches before self.step replay their random draws only
         for i, x, y in self.train_loader.batches(start=self.step):
             loss, correct = self.train_step(x, y, awp_on)
             if self.first_step_seconds is None:  # one-time costs, kept out of the estimate
-                self.first_step_seconds = time.perf_counter() - started
+                self.first_step_seconds = self.clock() - started
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             self.totals.add(loss, correct, len(y))
             self.step = i + 1
@@ -177,8 +177,8 @@ class Trainer:
         if int(first_bad) >= 0:
             raise TrainingDiverged(
                 f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
-                f"; the last good checkpoint (epoch {epoch}) is kept in {self.run_dir}. Lower "
-                f"optim.lr, or pass --skip-nonfinite to skip such batches")
+                f"; {self.run.kept(self.saved)}. Start a new run with a lower --optim.lr, or pass "
+                f"--skip-nonfinite to skip such batches")
         return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
                 "train_acc": correct / max(n, 1)}
 
@@ -186,13 +186,14 @@ class Trainer:
                        net: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
         """The epoch's metrics of ``net`` (default: the model) on ``splits``
         (:func:`~torchawp.evaluate.evaluate_splits`: the protocol of ``torchawp eval``); None if
-        a stop signal interrupted it."""
+        a stop signal interrupted it. The progress bar counts the evaluated images."""
         e = self.cfg.eval
         return evaluate_splits(
             net or self.net, self.splits, self.eval_attack if e.steps > 0 else None, splits,
-            train_examples=e.train_examples, max_examples=e.max_examples, device=self.device,
-            rank=self.dist.rank, world_size=self.dist.world_size,
-            should_stop=(lambda: self._stop is not None) if not self.dist.enabled else None)
+            train_examples=e.train_examples, max_examples=e.max_examples,
+            device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
+            should_stop=(lambda: self._stop is not None) if not self.dist.enabled else None,
+            on_batch=image_counter(self._progress, eval_images(self.cfg, self.splits, splits)))
 
     def _reported(self) -> list[tuple]:
         """``(metrics prefix, net, module, best)`` of the model and of its weight average."""
@@ -218,6 +219,7 @@ class Trainer:
             state["ema"] = self.ema.state_dict()
             ema = self.ema.checkpoint(meta, row, epoch_end=not step)
         self.run.save(self.model, state, meta, is_best, ema=ema)
+        self.saved = (epochs_done, step)
         keep = self.cfg.keep_checkpoints
         if keep and not step and (epochs_done % keep == 0 or epochs_done == self.cfg.epochs):
             self.run.keep_epoch(self.model, meta)
@@ -251,6 +253,7 @@ class Trainer:
         set_rng_state(state["rng"], {"data": self.data_gen, "attack": self.attack_gen})
         self.start_epoch = state["epoch"]
         self.step = state.get("step", 0)
+        self.saved = (self.start_epoch, self.step)
         if self.step:  # replay the interrupted epoch's order from its start
             self.data_gen.set_state(state["epoch_data_state"])
             self.totals = EpochTotals.from_tensor(state["sums"].to(self.device))
@@ -264,6 +267,7 @@ class Trainer:
         cfg = self.cfg
         with self.run.lock() if self.dist.is_main else contextlib.nullcontext():
             self._start()
+            warn_if_cpus_are_taken(self.device, cfg.threads)
             main = self.dist.is_main
             writer = tensorboard_writer(self.run_dir, self.start_epoch) if main else NullWriter()
             self._progress = progress_bar(
@@ -292,12 +296,12 @@ class Trainer:
         """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
         says ``epoch + 1``). None if a stop signal came first."""
         cfg = self.cfg
-        start = time.perf_counter()
+        start = self.clock()
         self._describe(f"epoch {epoch + 1}/{cfg.epochs}")
         train_row = self.train_epoch(epoch)
         if train_row is None:
             return None
-        row = {"epoch": epoch + 1, **train_row, "train_seconds": time.perf_counter() - start}
+        row = {"epoch": epoch + 1, **train_row, "train_seconds": self.clock() - start}
         last = epoch == cfg.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last:
             self._describe(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
@@ -308,7 +312,7 @@ class Trainer:
                 if evaluation is None:  # stopped: the checkpoint keeps the trained steps
                     return None
                 row.update({prefix + k: v for k, v in evaluation.items()})
-            row["eval_seconds"] = time.perf_counter() - start - row["train_seconds"]
+            row["eval_seconds"] = self.clock() - start - row["train_seconds"]
             if self.estimate is None:  # the first evaluated epoch prices the whole run
                 self.estimate = announce(cfg, self.splits, epoch, row, self.first_step_seconds,
                                          self.steps_per_epoch, functools.partial(
@@ -322,7 +326,7 @@ class Trainer:
         self.totals = EpochTotals.zeros(self.device)
         if self.skipped:
             row["skipped_steps"] = self.skipped
-        row["seconds"] = time.perf_counter() - start
+        row["seconds"] = self.clock() - start
         # selection on the validation split, never the test set (standard training: clean)
         key = "val_clean_acc" if self.spec.attack_loss == "none" else "val_robust_acc"
         is_best = self.best.update(row, key, has_val=len(self.splits.val) > 0)
@@ -337,6 +341,8 @@ class Trainer:
                     writer.add_scalar(key, value, epoch + 1)
         if self._progress is not None:
             self._progress.set_postfix_str(postfix(row), refresh=True)
+        elif self.dist.is_main:  # --no-progress: one plain line per epoch, for job logs
+            say(None, epoch_line(cfg, row))
         return row
 
     def _evaluate_best(self) -> None:

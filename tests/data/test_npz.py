@@ -53,6 +53,14 @@ def test_an_npz_trains_and_evaluates_from_the_command_line(tmp_path, capsys, lay
     ({"y_test": np.full(40, 7)}, "y_test has class 7, which y_train never uses"),
     ({"y_train": np.zeros(119, np.int64)}, "y_train must be 120 integers"),
     ({"x_test": np.zeros((40, 16, 16, 3), np.uint8)}, "both must have one shape"),
+    ({"x_train": np.where(np.arange(120)[:, None, None, None] == 7, np.nan,
+                          np.full((120, 12, 12, 3), 0.5, np.float32)).astype(np.float32)},
+     "x_train holds NaN or infinite values (the first in image 7)"),
+    ({"x_test": np.full((40, 12, 12, 3), np.inf, np.float32)}, "x_test holds NaN or infinite"),
+    ({"y_train": np.where(np.arange(120) % 2, 952994, 0)},
+     "y_train uses 2 distinct labels but its largest is 952,994"),
+    ({"x_test": np.zeros((0, 12, 12, 3), np.uint8), "y_test": np.zeros(0, np.int64)},
+     "x_test holds no images"),
 ])
 def test_a_malformed_npz_is_one_line(tmp_path, capsys, replace, message):
     data = make(tmp_path / "bad.npz", **replace)
@@ -67,3 +75,28 @@ def test_npz_without_a_file_says_where_it_goes(tmp_path, capsys):
                  *TRAIN])
     _, err = capsys.readouterr()
     assert code == 2 and "pass its path as --data.data-dir" in err
+
+
+def test_a_bad_npz_is_refused_by_dry_run_and_as_extra_data(tmp_path, capsys):
+    nan = np.full((120, 12, 12, 3), np.nan, np.float32)
+    data = make(tmp_path / "nan.npz", x_train=nan)
+    code = main(["train", "--data.data_dir", str(data), "--dry-run", *TRAIN])
+    _, err = capsys.readouterr()
+    assert code == 2 and "holds NaN or infinite values" in err and err.count("\n") == 1
+    extra = tmp_path / "extra.npz"
+    np.savez(extra, images=nan, labels=np.zeros(120, np.int64))
+    code = main(["train", "--data.data_dir", str(make(tmp_path / "ok.npz")), "--data.extra-data",
+                 str(extra), "--out-dir", str(tmp_path / "r"), *TRAIN])
+    _, err = capsys.readouterr()
+    assert code == 2 and f"{extra}: images holds NaN" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_nan_tensors_are_refused_by_the_api_too():
+    import torch
+
+    from torchawp.data import ArrayDataset
+    from torchawp.errors import DataError
+
+    with pytest.raises(DataError, match="NaN or infinite"):
+        ArrayDataset(torch.full((4, 1, 8, 8), float("nan")), torch.zeros(4, dtype=torch.long), 2)

@@ -326,3 +326,40 @@ def test_augmentation_on_uint8_equals_padding_then_cropping_floats(padding, kind
         expected = torch.where(flip[:, None, None, None], expected.flip(3), expected)
     assert torch.equal(to_float(apply_augmentation(x, draws, padding)), expected)
     assert torch.equal(apply_augmentation(to_float(x), draws, padding), expected)
+
+
+@pytest.mark.parametrize("arrays, args, message", [
+    ({"images": np.full((30, 8, 8), np.nan, np.float32), "labels": np.zeros(30, np.int64)}, (),
+     "the train images holds NaN or infinite values (the first in image 0)"),
+    ({"images": np.zeros((30, 8, 8), np.uint8), "labels": np.arange(30) * 952994 // 29}, (),
+     "uses 30 distinct labels but its largest is 952,994"),
+    ({"images": np.zeros((0, 8, 8), np.uint8), "labels": np.zeros(0, np.int64)}, (),
+     "the train split holds no images"),
+    ({"images": np.zeros((30, 8, 8), np.uint8), "labels": np.full(30, 5)}, ("--num-classes", 3),
+     "reaches class 5, beyond num_classes 3"),
+])
+def test_bad_images_and_labels_are_refused_on_import(tmp_path, arrays, args, message):
+    src, out = tmp_path / "bad.npz", tmp_path / "store"
+    np.savez(src, **arrays)
+    r = cli("data", "import", src, "--out-dir", out, "--no-progress", *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr and str(src) in r.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["bad.npz"]
+
+
+def test_labels_with_gaps_import_when_num_classes_says_so(tmp_path):
+    src = tmp_path / "gaps.npz"
+    np.savez(src, images=np.zeros((30, 8, 8), np.uint8), labels=np.arange(30) % 2 * 2)
+    assert import_store(src, tmp_path / "store", num_classes=3)["num_classes"] == 3
+
+
+def test_a_store_imported_from_nan_images_is_refused_at_open(tmp_path, digits_store):
+    bad = tmp_path / "store"
+    import shutil
+
+    shutil.copytree(digits_store, bad)
+    card = json.loads((bad / "card.json").read_text())
+    card["mean"] = [float("nan")]
+    (bad / "card.json").write_text(json.dumps(card))
+    with pytest.raises(DataError, match="imported from images with NaN"):
+        open_store(bad)

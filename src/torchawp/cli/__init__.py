@@ -81,6 +81,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         code = getattr(exc, "exit_code", 2)
         print(f"torchawp: {'stopped' if code == 130 else 'error'}: {exc}", file=sys.stderr)
         return code
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        # the commands check their paths first; this is the net under what they could not
+        print(f"torchawp: error: cannot use {exc.filename}: {exc.strerror}; check the path",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("torchawp: interrupted", file=sys.stderr)
         return 130

@@ -42,6 +42,24 @@ def positional(metavar: str, annotation: Any = str):
 PATH = positional("PATH")
 
 
+def output_files(option: str, paths, overwrite: bool = False) -> None:
+    """Before anything is computed, one line for a file that cannot or must not be written: a
+    directory where the file goes, a file where a folder above it goes, an existing file
+    without ``--overwrite``."""
+    from pathlib import Path
+
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ConfigError(f"{option} {path} is a directory; {option} names the file to "
+                              f"write (for example {path / 'model.pt'})")
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise ConfigError(f"{option} {path} cannot be written: {in_the_way} is a file")
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose "
+                              f"another {option}")
+
+
 def _markers(hint) -> tuple:
     """The ``Annotated`` metadata of a field's type (tyro's markers among them)."""
     return typing.get_args(hint)[1:] if typing.get_origin(hint) is typing.Annotated else ()

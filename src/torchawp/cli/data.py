@@ -42,7 +42,7 @@ class ImportOptions:
     out_dir: str
     # image folders only: resize every image to this square size
     image_size: Optional[int] = bounded(None, 1)
-    # classes; None: the largest label + 1
+    # classes; None: the largest label + 1 (then every class below it must occur)
     num_classes: Optional[int] = bounded(None, 1)
     # a progress line while converting
     progress: bool = True

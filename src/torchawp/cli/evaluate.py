@@ -20,7 +20,7 @@ from ..robustbench import checkpoint_path, load_robustbench
 from ..rundir import exclusive_lock
 from ..runtime import resolve_device
 from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
-from .common import bounded, log, parse, positional
+from .common import bounded, log, output_files, parse, positional
 
 
 WHICH = Literal["all", "both", "best", "last", "ema", "ema_best", "ema_last"]
@@ -263,10 +263,13 @@ class PseudoLabelOptions:
     min_confidence: float = bounded(0.0, 0, high=1)
     # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     device: str = "auto"
+    # replace --out if it exists
+    overwrite: bool = False
 
 
 def cmd_pseudo_label(argv: list[str]) -> int:
     args = parse(PseudoLabelOptions, argv, "torchawp pseudo-label")
+    output_files("--out", [args.out], args.overwrite)
     r = pseudo_label_file(args.checkpoint, args.out, args.images, args.min_confidence,
                           args.device)
     line = f"labelled {r['labelled']} of {r['total']} images -> {r['out']}"

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..export import export
 from ..robustbench import CARD_FIELDS, export_robustbench
 from ..suite import load_for_eval
-from .common import PATH, parse
+from .common import PATH, output_files, parse
 
 
 @dataclasses.dataclass
@@ -37,14 +37,23 @@ class ExportOptions:
     model_dir: str = "models"
     # allow a card from AutoAttack on part of the test set (said in its footnote)
     partial: bool = False
+    # replace the files --out names (the state dict, its card, the program) if they exist
+    overwrite: bool = False
 
 
 def cmd_export(argv: list[str]) -> int:
     args = parse(ExportOptions, argv, "torchawp export")
     if args.robustbench is not None:
+        if args.out is not None:
+            raise ConfigError(f"--robustbench writes RobustBench's layout under --model-dir "
+                              f"({args.model_dir}), so --out {args.out} would be ignored; drop "
+                              f"--out, or pass --model-dir {args.out}")
         return _export_robustbench(args)
     if args.out is None:
         raise ConfigError("torchawp export needs --out FILE.pt, or --robustbench NAME")
+    out = Path(args.out)
+    output_files("--out", [out, out.with_suffix(".json")]
+                 + ([out.with_suffix(".pt2")] if args.program else []), args.overwrite)
     card = export(args.path, args.out, args.which, args.program)
     print(f"{card['source']} (epoch {card['epoch']}) -> " + ", ".join(card["files"].values()))
     return 0

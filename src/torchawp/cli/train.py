@@ -14,9 +14,8 @@ import yaml
 
 from ..config import TrainConfig
 from ..recipes import load_config, load_recipe, merged_recipes, to_dict
-from ..engine import train
 from ..errors import ConfigError
-from ..estimate import dry_run_plan
+from ..engine import dry_run as check_and_price, train
 from ..methods import get_method
 from ..runlog import describe, summary_table
 from ..validation import validate
@@ -165,9 +164,10 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
 def cmd_train(argv: list[str]) -> int:
     cfg, dry_run = train_options(argv)
     cfg = validate(cfg)
-    if dry_run:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        print(f"# {dry_run_plan(cfg)}")
+    if dry_run:  # the config first, then what the run needs, checked, and its time
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", flush=True)
+        for line in check_and_price(cfg):
+            print(f"# {line}")
         return 0
     result = train(cfg)
     _leave_process_group()  # on success only: a failed rank exits and torchrun stops the rest

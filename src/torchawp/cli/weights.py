@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..flatness import average_case_flatness, worst_case_flatness
 from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
 from ..robustbench import load_robustbench
-from ..rundir import RunDir
+from ..rundir import RunDir, make_directory
 from ..runtime import resolve_device
 from ..suite import load_for_eval
 from .common import Ticker, bounded, log, parse, positional
@@ -186,7 +186,7 @@ def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
 def cmd_landscape(argv: list[str]) -> int:
     args = parse(LandscapeOptions, argv, "torchawp landscape", former=WEIGHT_SPACE_FORMER)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "--out-dir")
     curves = {s: [] for s in (["train", "test"] if args.split == "both" else [args.split])}
     rows = []
     for label, split, model, x, y, attack in _measurements(args):
@@ -224,6 +224,8 @@ def cmd_landscape(argv: list[str]) -> int:
 
 def cmd_flatness(argv: list[str]) -> int:
     args = parse(FlatnessOptions, argv, "torchawp flatness", former=FLATNESS_FORMER)
+    out = Path(args.out_dir)
+    make_directory(out, "--out-dir")  # before the work: a file in the way is one line
     results = []
     for label, split, model, x, y, attack in _measurements(args):
         r = {"checkpoint": label, "epoch": model.checkpoint_meta.get("epoch"), "split": split,
@@ -242,8 +244,6 @@ def cmd_flatness(argv: list[str]) -> int:
                                             "passes (restarts x passes)"))
             r.update(loss=worst["loss"], worst=worst["flatness"], xi_worst=args.xi_worst)
         results.append(r)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "flatness.json").write_text(json.dumps(results, indent=2))
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
     print(f"flatness of the {kind} (increase under weight perturbation; lower is flatter)")

@@ -35,6 +35,10 @@ class ArrayDataset:
             raise DataError(f"images must be N x C x H x W (got shape {tuple(self.images.shape)})")
         if len(self.images) != len(self.labels):
             raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if (isinstance(self.images, torch.Tensor) and self.images.is_floating_point()
+                and not bool(torch.isfinite(self.images).all())):
+            raise DataError("images hold NaN or infinite values; replace them (for example "
+                            "with torch.nan_to_num) or drop those images")
         if len(self.labels) and (int(self.labels.min()) < 0
                                  or int(self.labels.max()) >= self.num_classes):
             raise DataError(f"labels must lie in [0, {self.num_classes - 1}] (got "

@@ -12,6 +12,7 @@ import torch
 from ..checkpoint import atomic_write
 from ..errors import DataError
 from .base import ArrayDataset
+from .stats import check_finite
 
 
 def load_extra(path: str | Path, num_classes: int, in_channels: int, image_size: int,
@@ -58,6 +59,13 @@ def load_extra(path: str | Path, num_classes: int, in_channels: int, image_size:
         raise DataError(f"{path}: labels must lie in [0, {num_classes - 1}] "
                         f"(got {labels.min()}..{labels.max()})")
     if images.dtype != np.uint8:
+        if np.issubdtype(images.dtype, np.floating):
+            check_finite(images, f"{path}: images")
+        if not np.issubdtype(images.dtype, np.floating) or len(images) and (
+                images.min() < 0 or images.max() > 1):
+            raise DataError(f"{path}: images must be uint8 in [0, 255] or float in [0, 1] "
+                            f"(got {images.dtype}"
+                            + (f" in [{images.min()}, {images.max()}])" if len(images) else ")"))
         images = images.astype(np.float32)
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(images)),
                         torch.from_numpy(labels.astype(np.int64)), num_classes)

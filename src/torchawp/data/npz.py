@@ -15,7 +15,7 @@ import torch
 
 from ..errors import DataError
 from .base import ArrayDataset, DatasetInfo, register_dataset
-from .stats import channel_stats
+from .stats import channel_stats, check_classes, check_finite
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -31,7 +31,11 @@ def _images(path: Path, name: str, x: np.ndarray) -> np.ndarray:
     if x.shape[2] != x.shape[3]:
         raise DataError(f"{path}: {name} images are {x.shape[2]} x {x.shape[3]}; torchawp's "
                         f"models take square images: crop or resize them")
+    if len(x) == 0:
+        raise DataError(f"{path}: {name} holds no images; both splits need some")
     if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating):
+            check_finite(x, f"{path}: {name}")
         if not np.issubdtype(x.dtype, np.floating) or x.min() < 0 or x.max() > 1:
             raise DataError(f"{path}: {name} must be uint8 in [0, 255] or float in [0, 1] "
                             f"(got {x.dtype} in [{x.min()}, {x.max()}])")
@@ -72,7 +76,7 @@ def load_npz(data_dir: Path):
                         f"images are {x_test.shape[1:]}; both must have one shape")
     y_train = _labels(path, "y_train", arrays["y_train"], len(x_train))
     y_test = _labels(path, "y_test", arrays["y_test"], len(x_test))
-    classes = int(y_train.max()) + 1 if len(y_train) else 0
+    classes = check_classes(y_train, f"{path}: y_train")
     if len(y_test) and y_test.max() >= classes:
         raise DataError(f"{path}: y_test has class {int(y_test.max())}, which y_train never "
                         f"uses (classes 0..{classes - 1}); every test class must be trained")

@@ -1,8 +1,13 @@
-"""Per-channel mean and std of image sets too large for a float copy: in chunks, in float64."""
+"""Per-channel mean and std of image sets too large for a float copy (in chunks, in float64), and
+the checks every image source shares: finite values, labels 0..K-1."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
+
+from ..errors import DataError
 
 CHUNK = 8192  # images per chunk
 
@@ -55,3 +60,36 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     for start in range(0, len(images), CHUNK):
         stats.add(np.asarray(images[start:start + CHUNK]))
     return stats.result()
+
+
+def check_finite(images: np.ndarray, what: str, offset: int = 0) -> None:
+    """Refuse float images with NaN or infinite values (they would train a model whose
+    normalisation is NaN, printing a table of nothing), in chunks: no copy of the set.
+    ``offset``: the position of ``images[0]`` in the set ``what`` names."""
+    for start in range(0, len(images), CHUNK):
+        chunk = np.asarray(images[start:start + CHUNK])
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            first = offset + start + int(np.argmax(bad.reshape(len(chunk), -1).any(axis=1)))
+            raise DataError(f"{what} holds NaN or infinite values (the first in image "
+                            f"{first}); replace them (for "
+                            f"example with numpy.nan_to_num) or drop those images")
+
+
+def check_classes(labels: np.ndarray, what: str, num_classes: Optional[int] = None) -> int:
+    """The number of classes ``labels`` (integers from 0) stand for: ``num_classes`` where
+    given (every label below it), else largest + 1, refused when some class below the largest
+    never occurs (labels 0 and 952994 are 2 classes miscoded, not 952,995)."""
+    if num_classes is not None:
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise DataError(f"{what} reaches class {int(labels.max())}, beyond num_classes "
+                            f"{num_classes}; raise it or fix the labels")
+        return num_classes
+    classes = int(labels.max()) + 1 if len(labels) else 0
+    present = int(np.count_nonzero(np.bincount(labels, minlength=classes)))
+    if present < classes:
+        raise DataError(f"{what} uses {present:,} distinct labels but its largest is "
+                        f"{classes - 1:,}, which would make a {classes:,}-class model with "
+                        f"{classes - present:,} classes never seen; labels must be 0..K-1: "
+                        f"renumber them (numpy.unique(labels, return_inverse=True))")
+    return classes

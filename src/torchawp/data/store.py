@@ -124,6 +124,10 @@ def open_store(path: str | Path) -> Store:
     if card.get("format") != FORMAT or card.get("version") != VERSION:
         raise DataError(f"{card_path} is not a version-{VERSION} {FORMAT} card; import the "
                         f"store again with this torchawp")
+    if not np.isfinite(card.get("mean", []) + card.get("std", [])).all():
+        raise DataError(f"{card_path} says mean {card.get('mean')}, std {card.get('std')}: the "
+                        f"store was imported from images with NaN or infinite values; fix "
+                        f"them and import it again")
     store = Store(path, card)
     for split in card["splits"]:  # lengths, dtypes and shapes agree, labels in range
         store.split(split)

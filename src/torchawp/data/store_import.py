@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from ..errors import DataError
-from .stats import CHUNK, ChannelStats
+from .stats import CHUNK, ChannelStats, check_classes, check_finite
 from .store import DTYPES, FORMAT, SPLITS, VERSION, progress_bar
 
 
@@ -301,11 +301,11 @@ def import_store(src: str | Path, out: str | Path, image_size: Optional[int] = N
     if len(shape) != 3 or shape[1] != shape[2]:
         raise DataError(f"{src}: images are {shape} (C, H, W); torchawp's models take square "
                         f"images")
-    found = max(int(s.labels.max()) + 1 if len(s.labels) else 0 for s in sources.values())
-    classes = num_classes or found
-    if found > classes:
-        raise DataError(f"{src}: labels reach class {found - 1}, beyond --num-classes "
-                        f"{classes}; raise --num-classes or fix the labels")
+    for split, source in sources.items():
+        if source.count == 0:
+            raise DataError(f"{src}: the {split} split holds no images")
+    classes = check_classes(np.concatenate([s.labels for s in sources.values()]),
+                            f"{src}: the labels", num_classes)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -313,7 +313,7 @@ def import_store(src: str | Path, out: str | Path, image_size: Optional[int] = N
         card = {"format": FORMAT, "version": VERSION, "source": str(src), "layout": layout,
                 "shape": list(shape), "num_classes": classes, "splits": {}}
         for split, source in sources.items():
-            card["splits"][split] = _write_split(tmp, split, source, shape, progress)
+            card["splits"][split] = _write_split(tmp, src, split, source, shape, progress)
             if split == "train":
                 card["mean"], card["std"] = card["splits"][split].pop("stats")
             else:
@@ -339,7 +339,7 @@ def _size_text(sources: dict, shape: tuple) -> str:
     return f"{total / 1e9:.1f} GB"
 
 
-def _write_split(directory: Path, split: str, source: Source, shape: tuple,
+def _write_split(directory: Path, src, split: str, source: Source, shape: tuple,
                  progress: bool) -> dict:
     images_name, labels_name = f"{split}_images.npy", f"{split}_labels.npy"
     writer = _HashingWriter(directory / images_name, (source.count,) + shape, source.dtype)
@@ -348,6 +348,8 @@ def _write_split(directory: Path, split: str, source: Source, shape: tuple,
     try:
         with progress_bar(source.count, f"importing {split}", progress, " images") as bar:
             for chunk in source.chunks():
+                if chunk.dtype == np.float32:
+                    check_finite(chunk, f"{src}: the {split} images", offset=written)
                 if chunk.dtype == np.float32 and (chunk.min() < 0 or chunk.max() > 1):
                     raise DataError(f"float images must lie in [0, 1] (got {chunk.min()} to "
                                     f"{chunk.max()}); scale them first")
