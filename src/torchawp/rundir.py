@@ -27,6 +27,7 @@ import yaml
 from torch import nn
 
 from .checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
+from .data.fingerprint import changed_data
 from .errors import CheckpointError, ConfigError, RunDirInUse
 
 CHECKPOINT_FILES = ("state.pt", "safetensors")
@@ -80,6 +81,18 @@ def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[Non
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if still empty
         os.close(fd)  # releases the lock
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's ``config.yaml`` as plain data: a mapping of every field, or one line naming the
+    file."""
+    from .recipes import read_yaml
+
+    data = read_yaml(path)
+    if not data or not isinstance(data, dict):
+        raise ConfigError(f"{path} is empty or not a mapping of fields, so the run's settings "
+                          f"are lost; restore it from a copy, or start a new run")
+    return data
 
 
 def make_directory(directory: Path, what: str = "output directory") -> None:
@@ -137,9 +150,30 @@ class RunDir:
                               f"check the path, or drop --resume to start a new run there")
 
     def saved_config(self) -> Optional[dict]:
-        """The run's ``config.yaml`` as plain data, or None."""
+        """The run's ``config.yaml`` as plain data, or None where there is none; an empty or
+        unreadable one is refused in one line naming the file (read as a recipe, an empty file
+        would be the CIFAR defaults)."""
         path = self.path / "config.yaml"
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
+        return read_run_config(path) if path.is_file() else None
+
+    def resume_point(self, ours: dict, fingerprint: dict, validate):
+        """``(checkpoint or None, notice or None)`` for resuming this run with config ``ours``
+        (plain data) on data with content ``fingerprint``: the newest good checkpoint, after
+        :func:`check_resumable` (the saved config read through ``validate``, so both have
+        their defaults filled in) and a check that the data files are the ones it trained on."""
+        from .recipes import from_dict, to_dict
+
+        checkpoint = self.newest_checkpoint() if self.has_checkpoint() else None
+        done = checkpoint[0]["epoch"] if checkpoint else 0
+        saved = to_dict(validate(from_dict(self.saved_config(), source=str(self.path /
+                                                                          "config.yaml"))))
+        notice = check_resumable(saved, ours, done)
+        changed = changed_data(checkpoint[0].get("data_sha256") if checkpoint else None,
+                               fingerprint)
+        if changed:
+            raise ConfigError(f"--resume: {changed}; a resumed run must see the same data. "
+                              f"Put the original back, or start a new run")
+        return checkpoint, notice
 
     def write_config(self, config: dict) -> None:
         text = yaml.safe_dump(config, sort_keys=False)

@@ -18,9 +18,9 @@ from .attacks import Threat, build_attack
 from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
                          resolve_checkpoint, safe_torch_load, tensor_digest)
 from .backdoor import backdoor_metrics, check_target
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .checks import sanity_checks
-from .data import load_splits
+from .data import changed_data, data_fingerprint, load_splits
 from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
 from .models import NormalizedModel
 from .models.registry import import_factory
@@ -161,9 +161,15 @@ def load_for_eval(path, which: str = "best", device: str = "auto",
     threat = trained if eps is None else trained.scaled(eps)
     if norm is not None:
         threat = Threat(norm, threat.eps, threat.step_size)
-    splits = load_splits(data_cfg.get("name", "digits"), data_dir or data_cfg.get("data_dir"),
+    data_cfg = dict(data_cfg, data_dir=data_dir or data_cfg.get("data_dir"))
+    splits = load_splits(data_cfg.get("name", "digits"), data_cfg["data_dir"],
                          data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
                          data_cfg.get("train_subset"), data_cfg.get("image_size"))
+    changed = changed_data({k: v for k, v in (model.checkpoint_meta.get("data_sha256") or {})
+                            .items() if k == "data"}, data_fingerprint(data_cfg))
+    if changed:
+        raise DataError(f"{changed}: its accuracy would not be the run's; pass --data-dir with "
+                        f"the data it was trained on")
     return model, splits, threat
 
 

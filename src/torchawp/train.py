@@ -19,7 +19,7 @@ from .attacks import PGD
 from .awp import AWP
 from .checkpoint import load_state_dict_into, read_weights
 from .config import TrainConfig
-from .data import Splits
+from .data import Splits, data_fingerprint
 from .ema import EMA
 from .errors import TrainingDiverged, TrainingInterrupted
 from .estimate import announce, eval_images
@@ -28,9 +28,9 @@ from .flatness import probe_flatness
 from .methods import get_method
 from .models import create_model
 from .plots import plot_curves
-from .recipes import from_dict, to_dict
+from .recipes import to_dict
 from .rundata import run_data
-from .rundir import RunDir, check_resumable, default_run_dir
+from .rundir import RunDir, default_run_dir
 from .runlog import (Best, EpochTotals, NullWriter, RunResult, epoch_line, image_counter,
                      postfix, progress_bar, say, tensorboard_writer)
 from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
@@ -65,6 +65,7 @@ class Trainer:
         self.attack_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         self.splits, self.train_loader = run_data(cfg, splits, self.device, self.dist,
                                                   self.data_gen)
+        self.data_sha256 = data_fingerprint(cfg.data)  # checked on resume and by eval
         info = self.splits.info
 
         self.model = model if model is not None else create_model(
@@ -205,7 +206,8 @@ class Trainer:
         next one (a stop signal)."""
         if not self.dist.is_main:
             return
-        state = {"epoch": epochs_done, "step": step, "optimizer": self.optimizer.state_dict(),
+        state = {"epoch": epochs_done, "step": step, "data_sha256": self.data_sha256,
+                 "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                  "rng": rng_state({"data": self.data_gen, "attack": self.attack_gen}),
                  "best_epoch": self.best.epoch, "best_val": self.best.value}
@@ -213,7 +215,7 @@ class Trainer:
             state["epoch_data_state"] = self.epoch_data_state
             state["sums"] = self.totals.as_tensor().cpu()
         meta = {"epoch": epochs_done, "step": step, "config": to_dict(self.cfg), "metrics": row,
-                "dataset": dataclasses.asdict(self.splits.info)}
+                "dataset": dataclasses.asdict(self.splits.info), "data_sha256": self.data_sha256}
         ema = None
         if self.ema is not None:  # the average's resume state, and its checkpoints
             state["ema"] = self.ema.state_dict()
@@ -231,10 +233,7 @@ class Trainer:
         run, cfg = self.run, self.cfg
         run.check_start(cfg.resume)
         if cfg.resume:
-            saved = run.saved_config()
-            checkpoint = run.newest_checkpoint() if run.has_checkpoint() else None
-            done = checkpoint[0]["epoch"] if checkpoint else 0
-            notice = check_resumable(to_dict(validate(from_dict(saved))), to_dict(cfg), done)
+            checkpoint, notice = run.resume_point(to_dict(cfg), self.data_sha256, validate)
             if notice and self.dist.is_main:
                 warnings.warn(notice, stacklevel=3)
             if checkpoint:

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 from .config import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
@@ -103,6 +104,11 @@ def _check_data(cfg: TrainConfig) -> None:
     if d.extra_data == "auto" and d.train_subset is None:
         raise ConfigError("data.extra_data auto labels the training images that "
                           "data.train_subset leaves out; set data.train_subset (e.g. 150)")
+    # recorded resolved, so the run directory works from any directory (eval, --resume)
+    if d.data_dir is not None:
+        d.data_dir = str(Path(d.data_dir).expanduser().absolute())
+    if d.extra_data not in (None, "auto"):
+        d.extra_data = str(Path(d.extra_data).expanduser().absolute())
 
 
 def _check_attack(cfg: TrainConfig) -> None:

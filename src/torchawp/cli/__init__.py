@@ -79,7 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(rest)
     except TorchAWPError as exc:
         code = getattr(exc, "exit_code", 2)
-        print(f"torchawp: {'stopped' if code == 130 else 'error'}: {exc}", file=sys.stderr)
+        here = os.path.join(os.getcwd(), "")  # paths below here are shown relative
+        print(f"torchawp: {'stopped' if code == 130 else 'error'}: "
+              f"{str(exc).replace(here, '') if here != os.sep else exc}", file=sys.stderr)
         return code
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         # the commands check their paths first; this is the net under what they could not

@@ -13,7 +13,8 @@ import tyro
 import yaml
 
 from ..config import TrainConfig
-from ..recipes import load_config, load_recipe, merged_recipes, to_dict
+from ..recipes import from_dict, load_recipe, merged_recipes, to_dict
+from ..rundir import read_run_config
 from ..errors import ConfigError
 from ..engine import dry_run as check_and_price, train
 from ..methods import get_method
@@ -84,7 +85,8 @@ def _base(opts: TrainOptions, run_dir: Optional[str]) -> tuple[TrainConfig, str]
                               f"check the path, or drop --resume to start a new run there")
         with warnings.catch_warnings():  # the trainer reads it again and says each notice
             warnings.simplefilter("ignore", FutureWarning)
-            return load_config(saved), f"the run's own {saved}"
+            return (from_dict(read_run_config(saved), source=str(saved)),
+                    f"the run's own {saved}")
     if opts.config:
         return (merged_recipes(opts.config),
                 f"the recipe{'s' * (len(opts.config) > 1)} {' + '.join(opts.config)}")
