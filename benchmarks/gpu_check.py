@@ -1,6 +1,9 @@
 """GPU check, one script, under 8 minutes on one CUDA GPU; writes one JSON.
 
-1. the CUDA-only tests (fp16 + GradScaler, bf16, channels_last, compile against fp32);
+1. the CUDA-only tests (fp16 + GradScaler, bf16, channels_last, compile against fp32; the fp16
+   AWP ascent through the GradScaler; an image store's batches through the loader's prefetch
+   thread and pinned memory equal to memory's, EMA's averaged model on the GPU, a whole run
+   from a store with EMA);
 2. step-time ratios measured side by side (paired rounds, median and range), PreActResNet-18,
    batch 128, PGD-10, bf16 + channels_last: AT-AWP / AT, TRADES-AWP / TRADES, and torchawp's
    AWP against the authors' proxy-model AWP (``common.ProxyAWP``) for both;

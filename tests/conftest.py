@@ -1,8 +1,26 @@
+import os
+
 import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(2)
+from torchawp.runtime import cores_busy_elsewhere
+
+
+def _threads() -> int:
+    """Threads for every test's torch (and, through OMP_NUM_THREADS, its subprocesses): 2, or 1
+    where other processes keep the cores busy. Two threads on two busy cores wait for each other
+    at every parallel region and run many times slower, not twice (benchmarks/concurrency.py);
+    one thread only shares. Each test compares runs of one thread count, so either holds."""
+    if os.environ.get("TORCHAWP_TEST_THREADS"):
+        return int(os.environ["TORCHAWP_TEST_THREADS"])
+    busy, cores = cores_busy_elsewhere(0.5), os.cpu_count() or 1
+    return 2 if busy is None or cores - busy >= 1.5 else 1
+
+
+THREADS = _threads()
+os.environ["TORCHAWP_TEST_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 class TinyBNNet(nn.Module):

@@ -1,6 +1,7 @@
 """Small configs for fast end-to-end runs on digits, and small models trained normally."""
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 
@@ -11,13 +12,15 @@ from torchawp.data import BatchLoader
 from torchawp.models import create_model
 from torchawp.recipes import load_recipe
 
+THREADS = int(os.environ.get("TORCHAWP_TEST_THREADS", 2))  # conftest's choice for this machine
+
 
 def tiny_config(out_dir, **overrides):
     cfg = load_recipe("digits")
     cfg.model_args = {"width": 8, "batchnorm": True, "hidden": 32}
     cfg.epochs = 2
     cfg.progress = False
-    cfg.threads = 2  # bit-reproducibility holds for a fixed thread count
+    cfg.threads = THREADS  # bit-reproducibility holds for a fixed thread count
     cfg.out_dir = str(out_dir)
     cfg.attack.steps = 3
     cfg.attack.step_size = 0.08

@@ -10,10 +10,12 @@ from torchawp.data import load_splits
 from torchawp.recipes import load_recipe
 from torchawp.train import Trainer
 
+from .helpers import THREADS
+
 
 def _config(out_dir, **fields):
     cfg = load_recipe("digits")
-    cfg.epochs, cfg.progress, cfg.out_dir, cfg.threads = 6, False, str(out_dir), 2
+    cfg.epochs, cfg.progress, cfg.out_dir, cfg.threads = 6, False, str(out_dir), THREADS
     cfg.awp.warmup_epochs, cfg.eval.curve_every = 0, 3
     for key, value in fields.items():
         setattr(cfg, key, value)

@@ -18,7 +18,7 @@ from torchawp.checkpoint import read_weights
 from torchawp.errors import CheckpointError
 from torchawp.train import Trainer, TrainingDiverged, TrainingInterrupted
 
-from .helpers import tiny_config
+from .helpers import THREADS, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torchawp.cli", "train",
             "--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "3",
-            "--threads", "2", "--no-progress", "--attack.steps", "3",
+            "--threads", str(THREADS), "--no-progress", "--attack.steps", "3",
             "--attack.step_size", "0.08",
             "--eval.steps", "3", "--eval.train_examples", "100", "--eval.max_examples", "150",
             "--awp.warmup_epochs", "0", "--optim.milestones", "[1]", "--data.train_subset", "400"]

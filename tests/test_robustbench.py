@@ -16,6 +16,8 @@ import torchawp.robustbench as rb
 from torchawp.cli import main
 from torchawp.errors import CheckpointError, ConfigError
 
+from .helpers import THREADS
+
 TINY = "Tiny2099Test"  # a WRN-10-1 entry added to the zoo table for these tests
 
 
@@ -140,7 +142,7 @@ def wrn_run(tmp_path_factory, cifar_dir):
     out = tmp_path_factory.mktemp("run") / "run"
     cfg = TrainConfig(method="at", model="wide_resnet", model_args={"depth": 10,
                                                                      "widen_factor": 1},
-                      epochs=1, progress=False, out_dir=str(out), threads=2)
+                      epochs=1, progress=False, out_dir=str(out), threads=THREADS)
     cfg.data.data_dir, cfg.data.val_size, cfg.data.batch_size = str(cifar_dir), 20, 64
     cfg.attack.steps, cfg.eval.steps, cfg.eval.train_examples = 1, 1, 10
     torchawp.train(cfg)
