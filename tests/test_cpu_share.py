@@ -1,6 +1,7 @@
 """Several CPU jobs on one machine: measuring what other processes use, and the one-line
 warning when a run would oversubscribe the cores."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -16,6 +17,9 @@ from torchawp import runtime
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_a_busy_process_elsewhere_is_measured():
     idle = runtime.cores_busy_elsewhere(0.3)
+    if idle > (os.cpu_count() or 1) - 1.2:  # one more spinner would not show: nothing is idle
+        pytest.skip(f"other processes already keep {idle:.1f} cores busy; the arithmetic is "
+                    f"checked by test_the_share_is_other_processes_time_over_the_window")
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
@@ -34,6 +38,19 @@ def test_a_busy_process_elsewhere_is_measured():
         stop.set()
         spin.join()
     assert own < idle + 0.4
+
+
+def test_the_share_is_other_processes_time_over_the_window(monkeypatch):
+    # /proc/stat read twice 0.5 s apart on 2 cores: 80 of 100 ticks busy (1.6 cores), 0.2 s of
+    # it this process's own: 1.2 cores busy elsewhere, whatever the machine does meanwhile
+    ticks = iter([(1000, 5000), (1080, 5100)])
+    clock, cpu = iter([10.0, 10.5]), iter([3.0, 3.2])
+    monkeypatch.setattr(runtime, "_cpu_ticks", lambda: next(ticks))
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runtime.time, "process_time", lambda: next(cpu))
+    monkeypatch.setattr(runtime.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 2)
+    assert runtime.cores_busy_elsewhere(0.5) == pytest.approx(1.2)
 
 
 @pytest.mark.parametrize("busy, threads, warned", [(1.8, 2, True), (1.0, 1, False),

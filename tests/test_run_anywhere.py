@@ -60,6 +60,10 @@ def test_a_store_imported_again_at_the_same_path_is_refused_on_resume_and_eval(p
     assert sorted(p.name for p in (places / "here" / "run").iterdir()) == before
     code, _, err = run_cli(capsys, "eval", "run", "--attacks", "pgd2", "--no-checks")
     assert code == 2 and "not the file the checkpoint was trained on" in err
+    # other data named on purpose is measured, and said
+    code, _, err = run_cli(capsys, "eval", "run", "--attacks", "pgd2", "--no-checks",
+                           "--data-dir", "store")
+    assert code == 0 and "holds other data than the run trained on" in err
     _store(places / "a.npz", store)  # the same content again: resumes
     code, _, err = run_cli(capsys, "train", "--resume", "run", "--epochs", "2")
     assert code == 0, err

@@ -31,7 +31,8 @@ def eval_images(cfg, splits, which) -> int:
 
 def evaluation_plan(cfg, splits, first_epoch: int = 0) -> list[int]:
     """Images evaluated after each epoch from ``first_epoch`` (0-based) on, the final best
-    evaluation included (once, when curves are not measured every epoch), the weight average's
+    evaluation included (once, when curves are not measured every epoch; it runs unless the
+    best epoch measured its curves, so the plan is an upper bound), the weight average's
     evaluations too."""
     e, copies = cfg.eval, 2 if cfg.ema else 1
     images = []

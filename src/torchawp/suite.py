@@ -167,9 +167,13 @@ def load_for_eval(path, which: str = "best", device: str = "auto",
                          data_cfg.get("train_subset"), data_cfg.get("image_size"))
     changed = changed_data({k: v for k, v in (model.checkpoint_meta.get("data_sha256") or {})
                             .items() if k == "data"}, data_fingerprint(data_cfg))
-    if changed:
+    if changed and data_dir is None:
         raise DataError(f"{changed}: its accuracy would not be the run's; pass --data-dir with "
                         f"the data it was trained on")
+    if changed:  # other data, chosen with --data-dir: measured, and said
+        warnings.warn(f"--data-dir {data_dir} holds other data than the run trained on (its "
+                      f"content fingerprint differs); the numbers are of that data",
+                      stacklevel=2)
     return model, splits, threat
 
 

@@ -3,8 +3,6 @@
 import errno
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,21 @@ from torchawp.train import Trainer, TrainingInterrupted
 
 from ..helpers import tiny_config
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "torchawp.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    """``torchawp ARGS`` in this process (a subprocess would pay torch's import each time),
+    with its exit status and what it printed."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from torchawp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 @pytest.fixture(scope="module")
