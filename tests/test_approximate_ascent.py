@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from torchawp.attacks import PGD
-from torchawp.awp import AWP
+from torchawp.perturbations import AWP
 from torchawp.validation import validate
 from torchawp.errors import ConfigError
 from torchawp.perturb import model_mode
@@ -44,7 +44,7 @@ def test_a_training_step_ascends_the_last_pgd_iterates_weight_gradient(tmp_path)
                                        trainer.awp.params)
     seen = {}
     compute = trainer.awp.compute
-    trainer.awp._ascent_grads = lambda closure: pytest.fail("the exact ascent ran")
+    trainer.awp.ascent_gradients = lambda closure: pytest.fail("the exact ascent ran")
     trainer.awp.compute = lambda closure, grads=None: (
         seen.setdefault("grads", [g.clone() for g in grads]), compute(closure, grads))[1]
     trainer.train_step(x, y, awp_on=True)

@@ -54,3 +54,22 @@ def test_unknown_nested_key_suggests_the_right_one():
 def test_rst_without_extra_data_says_how_to_make_it():
     with pytest.raises(ConfigError, match="pseudo-label"):
         validate(TrainConfig(method="rst"))
+
+
+def test_training_leaves_the_callers_config_as_it_was(tmp_path):
+    import copy
+
+    import torchawp
+    from torchawp.train import Trainer
+
+    from .helpers import tiny_config
+
+    cfg = tiny_config(tmp_path / "run", epochs=1, method="at-awp")
+    cfg.awp.gamma = cfg.awp.warmup_epochs = None  # filled from the method's defaults
+    cfg.data.data_dir = "relative/never-read"  # digits ignores it; resolved in the copy only
+    before = copy.deepcopy(cfg)
+    assert validate(cfg).awp.gamma == 0.01 and cfg == before
+    trainer = Trainer(cfg)
+    assert trainer.cfg.attack.bn_mode is not None and cfg == before
+    torchawp.train(cfg)
+    assert cfg == before

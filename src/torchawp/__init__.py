@@ -11,9 +11,9 @@ Quick use in your own loop::
         optimizer.zero_grad(); loss.backward(); optimizer.step()
 """
 
-from . import attacks, data, methods, models, perturb
+from . import attacks, data, methods, models, perturb, perturbations
 from .attacks import FGSM, PGD
-from .awp import AWP
+from .perturbations import AWP
 from .checkpoint import load
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
@@ -27,4 +27,4 @@ __version__ = "0.2.0"
 
 __all__ = ["AWP", "CheckpointError", "ConfigError", "DataError", "FGSM", "PGD", "RunResult",
            "TorchAWPError", "TrainConfig", "Trainer", "attacks", "create_model", "data",
-           "evaluate", "load", "methods", "models", "perturb", "train"]
+           "evaluate", "load", "methods", "models", "perturb", "perturbations", "train"]

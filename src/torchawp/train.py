@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .attacks import PGD
-from .awp import AWP
+from .perturbations import AWP
 from .checkpoint import load_state_dict_into, read_weights
 from .config import TrainConfig
 from .data import Splits, data_fingerprint

@@ -5,6 +5,7 @@ method refused."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -22,10 +23,12 @@ from .models.registry import import_factory
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every field of ``cfg`` and fill the method's defaults into the fields left unset
-    (``attack.bn_mode``; ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods), so what is
-    saved and printed is what runs. Raises :class:`ConfigError` naming the first bad field, and
-    refuses an AWP method whose AWP would never switch on."""
+    """The checked and resolved copy of ``cfg`` (the caller's object is left as it was): every
+    field checked, the method's defaults filled into the fields left unset (``attack.bn_mode``;
+    ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods) and data paths made absolute, so
+    what is saved and printed is what runs. Raises :class:`ConfigError` naming the first bad
+    field, and refuses an AWP method whose AWP would never switch on."""
+    cfg = copy.deepcopy(cfg)
     if ":" not in cfg.method:  # a method of your own is checked when it is imported
         _one_of("method", cfg.method, method_names())
     spec, use_awp = get_method(cfg.method)
