@@ -54,8 +54,6 @@ def make_trainer(args) -> Trainer:
 
 
 def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
-    if trainer.cfg.awp.ascent == "last-pgd-step":  # as train_epoch switches it on with AWP
-        trainer.attack.weight_grads_of = getattr(trainer.awp, "params", None) if awp_on else None
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -69,13 +67,13 @@ def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
 def timed_train_pass(trainer: Trainer, x, y, n: int) -> float:
     """The AT step without its attack (fixed adversarial inputs): one training forward,
     backward and optimizer step, what the AWP ascent pass is compared with."""
-    attack = trainer.attack
+    attack = trainer.method.attack
     x_adv = attack(trainer.net, x, y, trainer.attack_gen)
-    trainer.attack = lambda model, x, y, generator=None: x_adv
+    trainer.method.attack = lambda model, x, y, generator=None: x_adv
     try:
         return timed(trainer, x, y, False, n)
     finally:
-        trainer.attack = attack
+        trainer.method.attack = attack
 
 
 def main():

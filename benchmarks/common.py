@@ -22,9 +22,10 @@ def timed_awp_part(trainer, awp, x, y, n: int) -> float:
 
     import torch
 
-    x_adv = trainer.attack(trainer.net, x, y, trainer.attack_gen)
-    ascent_loss = lambda net: trainer.scaler.scale(trainer.spec.loss(  # noqa: E731
-        net, x, x_adv, y, trainer.cfg.beta, **trainer.loss_options).loss)
+    method = trainer.method
+    x_adv = method.craft(trainer.net, x, y, trainer.attack_gen)
+    ascent_loss = lambda net: trainer.scaler.scale(  # noqa: E731
+        method.ascent_loss(net, x, x_adv, y))
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()

@@ -13,7 +13,7 @@ from torchawp.train import Trainer
 def main(out: Path):
     trainer = Trainer(ddp_config(out / "unused"))
     rank, world = trainer.dist.rank, trainer.dist.world_size
-    trainer.attack.random_start = "none"  # the same attack on any split of the batch
+    trainer.method.attack.random_start = "none"  # the same attack on any split of the batch
     x, y = global_batch()
     for _ in range(STEPS):
         trainer.train_step(x[rank::world], y[rank::world], awp_on=True)

@@ -36,7 +36,7 @@ def test_a_training_step_ascends_the_last_pgd_iterates_weight_gradient(tmp_path)
     y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(2))
     state = trainer.attack_gen.get_state()
     # expected: the gradient of the summed CE at x^(K-1), train mode with frozen statistics
-    k = trainer.attack.steps
+    k = trainer.method.attack.steps
     before_last = PGD("linf", cfg.attack.eps, cfg.attack.step_size, k - 1, bn_mode="train")
     x_k1 = before_last(trainer.net, x, y, torch.Generator().set_state(state))
     with model_mode(trainer.net, "train"):

@@ -24,7 +24,7 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path):
 
     single = Trainer(ddp_config(tmp_path / "single"))
     init = {k: v.clone() for k, v in single.model.state_dict().items()}
-    single.attack.random_start = "none"
+    single.method.attack.random_start = "none"
     x, y = global_batch()
     for _ in range(STEPS):
         single.train_step(x, y, awp_on=True)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import yaml
 
 from torchawp.cli import main
-from torchawp.methods import LossOutput, MethodSpec, at_loss, get_method
+from torchawp.methods import LossOutput, Method, MethodSpec, at_loss, get_method
 from torchawp.train import Trainer
 
 from .conftest import TinyBNNet
@@ -34,6 +34,19 @@ def _recording_loss(model, x, x_adv, y, beta, epoch, helper, scale, coefficient=
     logits_adv = helper(model(x_adv))
     return LossOutput(coefficient * F.cross_entropy(logits_adv, y), logits_adv)
 
+
+class CleanAscent(Method):
+    """A method whose weight ascent climbs the clean loss: one half overridden, one file."""
+
+    calls = 0
+
+    def ascent_loss(self, net, x, x_adv, y):
+        CleanAscent.calls += 1
+        return F.cross_entropy(net(x), y)
+
+
+CLEAN_ASCENT = MethodSpec(name="clean-ascent", loss=at_loss, bn_mode="train", awp_gamma=0.01,
+                          awp_warmup=0, cls=CleanAscent)
 
 RECORDING = MethodSpec(name="recording", loss=_recording_loss, takes_epoch=True, setup=_setup,
                        bn_mode="train", awp_gamma=0.01, awp_warmup=0)
@@ -116,3 +129,20 @@ def test_a_method_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert "method broken_method:SPEC: importing broken_method failed (SyntaxError" in err[0]
+
+
+def test_a_method_class_overrides_one_half_and_the_step_calls_it(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path / "run", method=f"{__name__}:CLEAN_ASCENT-awp"))
+    assert isinstance(trainer.method, CleanAscent)
+    x, y = next(iter(trainer.train_loader))
+    x_adv = trainer.method.craft(trainer.net, x, y)
+    captured = []
+    trainer.awp.compute = lambda closure, grads=None: captured.append(closure) or [
+        torch.zeros_like(p) for p in trainer.awp.params]
+    trainer.train_step(x, y, awp_on=True)
+    before = CleanAscent.calls
+    ascended = captured[0](trainer.net).item()  # what the perturbation was given to climb
+    assert CleanAscent.calls == before + 1  # the overridden half
+    clean = F.cross_entropy(trainer.net(x), y).item()
+    assert ascended == pytest.approx(clean) and ascended != pytest.approx(
+        F.cross_entropy(trainer.net(x_adv), y).item())

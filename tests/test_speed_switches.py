@@ -15,9 +15,9 @@ def trainer(tmp_path, attack=True, device="cpu", **overrides):
     cfg = tiny_config(tmp_path / "t", **overrides)
     cfg.device = device
     t = Trainer(cfg)
-    t.attack.random_start = "none"
+    t.method.attack.random_start = "none"
     if not attack:  # sign steps turn rounding differences into different x_adv; isolate them
-        t.attack = lambda model, x, y, generator=None: x
+        t.method.attack = lambda model, x, y, generator=None: x
     return t
 
 

@@ -84,13 +84,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
         a, w = cfg.attack, cfg.awp
-        self.attack = self.spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode,
-                                       a.clamp_start)
-        # the loss's keywords: forward order, label smoothing, method_args, what setup built
-        self.loss_options = {**self.spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing),
-                             **cfg.method_args,
-                             **(self.spec.setup(self.model, cfg) if self.spec.setup else {})}
-        self.bn_policy = self.spec.bn_policy(cfg.bn_updates)  # which forwards update BN
+        # the method's halves: crafting x', the training and ascent losses, BatchNorm's forwards
+        self.method = self.spec.build(cfg, self.model)
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
         self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
@@ -115,26 +110,24 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step (the paper's Algorithm 1); returns (loss sum, number
         correct) as device tensors."""
+        m = self.method
         # 1. x' at w; AWP's approximate ascent takes the last PGD iteration's weight gradient
         ascent_grads = None
         if awp_on and self.cfg.awp.ascent == "last-pgd-step":
-            x_adv, ascent_grads = self.attack.with_weight_grads(self.net, x, y, self.awp.params,
-                                                                self.attack_gen)
+            x_adv, ascent_grads = m.attack.with_weight_grads(self.net, x, y, self.awp.params,
+                                                             self.attack_gen)
         else:
-            x_adv = self.attack(self.net, x, y, self.attack_gen)
-        epoch = {"epoch": self.epoch} if self.spec.takes_epoch else {}
-        method_loss = lambda net: self.spec.loss(  # noqa: E731
-            net, x, x_adv, y, self.cfg.beta, **self.loss_options, **epoch)
+            x_adv = m.craft(self.net, x, y, self.attack_gen)
         # fp16: the ascent loss is scaled like the training loss against underflow; v is
         # normalised per tensor, so the scale cancels exactly
-        ascent_loss = lambda net: self.scaler.scale(method_loss(net).loss)  # noqa: E731
+        ascent_loss = lambda net: self.scaler.scale(m.ascent_loss(net, x, x_adv, y))  # noqa: E731
         # 2. w <- w + v, v one ascent step of the method's loss (nothing without AWP)
         perturbed = (self.awp.perturbed(ascent_loss, awp_on, ascent_grads)
                      if self.awp is not None else contextlib.nullcontext())
         with perturbed:
             # 3. the training loss at w + v, and the optimizer step there
             self.train_net.train()
-            out = method_loss(self.train_net)
+            out = m.loss(self.train_net, x, x_adv, y)
             # skip_nonfinite costs a host sync per step, hence opt-in
             finite = not self.cfg.skip_nonfinite or bool(torch.isfinite(out.loss))
             if finite:
@@ -144,7 +137,7 @@ class Trainer:
                 self.scaler.update()
         # 4. back at w (v removed on leaving the block)
         self.scheduler.step()
-        self.bn_policy.after_step(self.net, x)  # bn_updates authors, AT: a clean forward
+        m.after_step(self.net, x)  # bn_updates authors, AT: a clean forward
         if self.ema is not None:  # the average of w, never of w + v
             self.ema.update(self.model)
         if not finite:
@@ -157,7 +150,8 @@ class Trainer:
         """Train epoch ``epoch`` (0-based index) from ``self.step`` on (non-zero after a
         mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
         it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
-        self.epoch, awp_on = epoch, self.awp is not None and self.awp.applies_in(epoch)
+        self.epoch = self.method.epoch = epoch
+        awp_on = self.awp is not None and self.awp.applies_in(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)

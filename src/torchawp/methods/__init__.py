@@ -2,11 +2,11 @@
 
 from . import at, mart, rst, standard, trades  # noqa: F401  (registration)
 from .at import at_loss
-from .base import (METHODS, BNPolicy, LossOutput, MethodSpec, get_method, method_names,
-                   register_method)
+from .base import (METHODS, BNPolicy, LossOutput, Method, MethodSpec, get_method,
+                   method_names, register_method)
 from .mart import mart_loss
 from .standard import standard_loss
 from .trades import trades_loss
 
-__all__ = ["METHODS", "BNPolicy", "LossOutput", "MethodSpec", "at_loss", "get_method", "mart_loss",
+__all__ = ["METHODS", "BNPolicy", "LossOutput", "Method", "MethodSpec", "at_loss", "get_method", "mart_loss",
            "method_names", "register_method", "standard_loss", "trades_loss"]

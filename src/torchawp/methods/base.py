@@ -70,6 +70,8 @@ class MethodSpec:
             keyword arguments with ``method_args``.
         approximate_ascent: the attack maximises the training loss at ``x_adv`` (AT), so
             ``awp.ascent: last-pgd-step`` may reuse the last PGD iteration's weight gradient.
+        cls: the :class:`Method` subclass whose halves run it (default :class:`Method`: the
+            spec's attack, loss and BatchNorm policy as they are).
         paper: the reference.
         authors_bn_mode, authors_forwards, authors_clean_forward: what ``bn_updates:
             authors`` changes to run the train-mode forwards of the authors' loop, in their
@@ -93,6 +95,12 @@ class MethodSpec:
     authors_bn_mode: Optional[str] = None
     authors_forwards: Optional[tuple] = None
     authors_clean_forward: bool = False
+    cls: Optional[type] = None
+
+    def build(self, cfg, model: nn.Module) -> "Method":
+        """The method for one run: its attack on the config's threat model, its loss options,
+        BatchNorm policy and ``setup`` helpers (``cls`` or :class:`Method`)."""
+        return (self.cls or Method)(self, cfg, model)
 
     def bn_policy(self, bn_updates: str = "training") -> BNPolicy:
         """``bn_updates: training``: only the training loss's forwards update BatchNorm (attacks
@@ -123,6 +131,51 @@ class MethodSpec:
         return PGD(norm=norm, eps=eps, step_size=step_size, steps=steps,
                    random_start=self.random_start, loss=self.attack_loss,
                    bn_mode=bn_mode or self.bn_mode, clamp_start=clamp_start)
+
+
+class Method:
+    """A method as the training step calls it, built once per run from its
+    :class:`MethodSpec` and the run's config (``spec.build(cfg, model)``). Four halves, each
+    overridable by a subclass named in the spec's ``cls`` (a method that needs two views of
+    each image or a helper model is one file):
+
+    * :meth:`craft`: the adversarial examples at the current weights;
+    * :meth:`loss`: the training loss (and the logits on ``x_adv`` for the train metrics);
+    * :meth:`ascent_loss`: the loss a weight perturbation climbs (the authors' AWP scripts
+      climb each method's own training loss);
+    * :meth:`after_step`: forwards run after the optimizer step only for BatchNorm's
+      statistics (the ``bn_updates: authors`` policy), with :attr:`bn_policy` deciding which
+      forwards update them.
+    """
+
+    def __init__(self, spec: "MethodSpec", cfg, model: nn.Module):
+        a = cfg.attack
+        self.spec, self.beta, self.epoch = spec, cfg.beta, 0  # epoch: 0-based, set by the loop
+        self.attack = spec.attack(a.norm, a.eps, a.step_size, a.steps, a.bn_mode, a.clamp_start)
+        self.bn_policy = spec.bn_policy(cfg.bn_updates)
+        # the loss's keywords: forward order, label smoothing, method_args, what setup built
+        self.options = {**spec.loss_options(cfg.bn_updates, cfg.optim.label_smoothing),
+                        **cfg.method_args, **(spec.setup(model, cfg) if spec.setup else {})}
+
+    def craft(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``x'`` for the batch at the current weights (the method's attack)."""
+        return self.attack(net, x, y, generator)
+
+    def loss(self, net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+             y: torch.Tensor) -> LossOutput:
+        """The training loss at the current weights, train mode."""
+        epoch = {"epoch": self.epoch} if self.spec.takes_epoch else {}
+        return self.spec.loss(net, x, x_adv, y, self.beta, **self.options, **epoch)
+
+    def ascent_loss(self, net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
+                    y: torch.Tensor) -> torch.Tensor:
+        """The scalar a weight perturbation ascends: the training loss itself."""
+        return self.loss(net, x, x_adv, y).loss
+
+    def after_step(self, net: nn.Module, x: torch.Tensor) -> None:
+        """After the optimizer step, back at ``w``: the BatchNorm-only forwards, if any."""
+        self.bn_policy.after_step(net, x)
 
 
 METHODS: dict[str, MethodSpec] = {}
