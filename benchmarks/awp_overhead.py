@@ -28,9 +28,9 @@ import time
 import torch
 from common import ProxyAWP, paired, timed_awp_part
 
-from torchawp.recipes import load_recipe
+from torchawp.config.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 
 def synthetic_splits(n: int, channels: int, size: int, classes: int = 10) -> Splits:

@@ -182,8 +182,8 @@ def loader_rate(data, batches: int, batch_size: int = 512) -> float:
 def training_steps(store: Path, model: str, batch: int, steps: int, model_args: dict) -> dict:
     """AT-AWP steps drawing batches from the store: peak private memory, step time and the
     share of it spent waiting for the next batch."""
-    from torchawp.recipes import load_recipe
-    from torchawp.train import Trainer
+    from torchawp.config.recipes import load_recipe
+    from torchawp.training.trainer import Trainer
 
     cfg = load_recipe("digits")
     cfg.data.name, cfg.data.data_dir, cfg.data.batch_size = "store", str(store), batch

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 from common import ProxyAWP, paired, timed_awp_part
 
-from torchawp.recipes import load_recipe
+from torchawp.config.recipes import load_recipe
 from torchawp.data import ArrayDataset, DatasetInfo, Splits
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ import torch
 from common import paired
 
 from torchawp.attacks import PGD
-from torchawp.recipes import load_recipe
+from torchawp.config.recipes import load_recipe
 from torchawp.data import load_splits
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 
 def our_epoch(args, splits) -> float:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from torchawp.engine import train
-from torchawp.recipes import load_recipe
+from torchawp.training.run import train
+from torchawp.config.recipes import load_recipe
 
 HERE = Path(__file__).parent
 ASCENTS = ("exact", "last-pgd-step")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from torchawp.backdoor import Trigger, clean_images, injection_sweep
-from torchawp.engine import train
-from torchawp.recipes import load_recipe
-from torchawp.suite import load_for_eval
+from torchawp.studies.backdoor import Trigger, clean_images, injection_sweep
+from torchawp.training.run import train
+from torchawp.config.recipes import load_recipe
+from torchawp.evaluation.suite import load_for_eval
 
 HERE = Path(__file__).parent
 METHODS = ("standard", "at", "at-awp")

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from torchawp.concepts import Variant, concept_study
-from torchawp.engine import train
-from torchawp.recipes import load_recipe
+from torchawp.studies.concepts import Variant, concept_study
+from torchawp.training.run import train
+from torchawp.config.recipes import load_recipe
 from torchawp.runtime import cpu_name
-from torchawp.suite import load_for_eval
+from torchawp.evaluation.suite import load_for_eval
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "concepts_study.json"

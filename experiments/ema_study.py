@@ -21,8 +21,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from torchawp.engine import train
-from torchawp.recipes import load_recipe
+from torchawp.training.run import train
+from torchawp.config.recipes import load_recipe
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "ema_study.json"

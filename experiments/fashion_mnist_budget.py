@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from torchawp.engine import train
-from torchawp.recipes import load_recipe
+from torchawp.training.run import train
+from torchawp.config.recipes import load_recipe
 from torchawp.runtime import cpu_name
 
 HERE = Path(__file__).parent

@@ -24,11 +24,11 @@ import torch
 from scipy.stats import kendalltau
 
 from torchawp.attacks import PGD
-from torchawp.engine import train
-from torchawp.flatness import average_case_flatness, worst_case_flatness
-from torchawp.recipes import load_recipe
-from torchawp.rundir import RunDir
-from torchawp.suite import load_for_eval
+from torchawp.training.run import train
+from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
+from torchawp.config.recipes import load_recipe
+from torchawp.training.rundir import RunDir
+from torchawp.evaluation.suite import load_for_eval
 
 HERE = Path(__file__).parent
 METHODS = ("at", "at-awp")

@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from torchawp.attacks import PGD
-from torchawp.recipes import load_recipe
-from torchawp.suite import load_for_eval
-from torchawp.flatness import average_case_flatness, worst_case_flatness
-from torchawp.landscape import landscape_1d, plot_landscapes_1d
-from torchawp.engine import train
+from torchawp.config.recipes import load_recipe
+from torchawp.evaluation.suite import load_for_eval
+from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
+from torchawp.weightspace.landscape import landscape_1d, plot_landscapes_1d
+from torchawp.training.run import train
 
 HERE = Path(__file__).parent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from tests.ddp_common import STEPS, ddp_config, global_batch
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 
 def main(out: Path):

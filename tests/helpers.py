@@ -10,7 +10,7 @@ from torch import nn
 
 from torchawp.data import BatchLoader
 from torchawp.models import create_model
-from torchawp.recipes import load_recipe
+from torchawp.config.recipes import load_recipe
 
 THREADS = int(os.environ.get("TORCHAWP_TEST_THREADS", 2))  # conftest's choice for this machine
 

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from torchawp.attacks import PGD
 from torchawp.perturbations import AWP
-from torchawp.validation import validate
+from torchawp.config.resolve import validate
 from torchawp.errors import ConfigError
 from torchawp.perturb import model_mode
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 from .conftest import TinyBNNet
 from .helpers import tiny_config

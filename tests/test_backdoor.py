@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from torchawp.backdoor import (Trigger, backdoor_metrics, clean_images, inject,
+from torchawp.studies.backdoor import (Trigger, backdoor_metrics, clean_images, inject,
                                injection_sweep)
-from torchawp.evaluate import predict
+from torchawp.evaluation.accuracy import predict
 from torchawp.cli import main
 from torchawp.errors import ConfigError
-from torchawp.engine import train
+from torchawp.training.run import train
 from torchawp.perturb import ElementwiseLinfBall, select_parameters
-from torchawp.suite import load_for_eval
+from torchawp.evaluation.suite import load_for_eval
 
 from .helpers import tiny_config, train_plainly
 

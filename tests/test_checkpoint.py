@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import torchawp
-from torchawp.checkpoint import load_state, read_weights, save_state, save_weights
+from torchawp.io.checkpoint import load_state, read_weights, save_state, save_weights
 from torchawp.errors import CheckpointError
 from torchawp.models import create_model
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from torchawp.cli import main
-from torchawp.concepts import (ConceptClassifier, Variant, concept_study, gram_schmidt,
+from torchawp.studies.concepts import (ConceptClassifier, Variant, concept_study, gram_schmidt,
                                rule_members)
-from torchawp.suite import load_for_eval
+from torchawp.evaluation.suite import load_for_eval
 
 pytest.importorskip("captum")
 

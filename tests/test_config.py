@@ -1,9 +1,9 @@
 import pytest
 
 from torchawp.config import TrainConfig
-from torchawp.validation import validate
-from torchawp.recipes import from_dict
-from torchawp.recipes import load_recipe
+from torchawp.config.resolve import validate
+from torchawp.config.recipes import from_dict
+from torchawp.config.recipes import load_recipe
 from torchawp.errors import ConfigError
 
 
@@ -16,7 +16,7 @@ def test_defaults_are_the_papers_cifar_protocol():
 
 
 def test_every_shipped_recipe_validates_and_is_what_its_name_says():
-    from torchawp.recipes import RECIPE_DIR
+    from torchawp.config.recipes import RECIPE_DIR
 
     names = sorted(path.stem for path in RECIPE_DIR.glob("*.yaml"))
     assert len(names) >= 25 and "digits" in names and "fashion_mnist" in names
@@ -60,7 +60,7 @@ def test_training_leaves_the_callers_config_as_it_was(tmp_path):
     import copy
 
     import torchawp
-    from torchawp.train import Trainer
+    from torchawp.training.trainer import Trainer
 
     from .helpers import tiny_config
 

@@ -97,7 +97,7 @@ def test_a_store_feeds_the_gpu_the_batches_memory_does(digits_store):
 
 
 def test_ema_on_the_gpu_follows_its_formula():
-    from torchawp.ema import EMA
+    from torchawp.training.ema import EMA
 
     model = torch.nn.Linear(4, 3).to(DEVICE)
     ema = EMA(model, decay=0.5)
@@ -115,7 +115,7 @@ def test_ema_on_the_gpu_follows_its_formula():
 
 def test_a_run_from_a_store_with_ema_trains_on_the_gpu(tmp_path, digits_store):
     import torchawp
-    from torchawp.checkpoint import read_weights
+    from torchawp.io.checkpoint import read_weights
 
     from .helpers import tiny_config
 

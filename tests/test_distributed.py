@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 from .ddp_common import STEPS, ddp_config, global_batch
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import torchawp
-from torchawp.checkpoint import read_weights
-from torchawp.ema import EMA
+from torchawp.io.checkpoint import read_weights
+from torchawp.training.ema import EMA
 from torchawp.errors import ConfigError
-from torchawp.train import Trainer, TrainingInterrupted
+from torchawp.training.trainer import Trainer, TrainingInterrupted
 
 from .helpers import tiny_config
 

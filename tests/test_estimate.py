@@ -4,11 +4,11 @@ measured time, the line and when it appears, and what --dry-run says."""
 import pytest
 import torch
 
-import torchawp.estimate as estimate
+import torchawp.training.estimate as estimate
 from torchawp.cli import main
 from torchawp.data import load_splits
-from torchawp.recipes import load_recipe
-from torchawp.train import Trainer
+from torchawp.config.recipes import load_recipe
+from torchawp.training.trainer import Trainer
 
 from .helpers import THREADS
 

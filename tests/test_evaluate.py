@@ -4,9 +4,9 @@ from torch import nn
 
 from torchawp.attacks import AutoAttack, autoattack_available
 from torchawp.attacks import Threat
-from torchawp.checks import sanity_checks
-from torchawp.evaluate import correct_mask
-from torchawp.suite import run_suite
+from torchawp.evaluation.checks import sanity_checks
+from torchawp.evaluation.accuracy import correct_mask
+from torchawp.evaluation.suite import run_suite
 
 
 class Rounding(nn.Module):
@@ -47,7 +47,7 @@ def test_checks_flag_a_model_with_masked_gradients(digits_model, digits_test):
 def test_deterministic_check_flags_a_randomised_model(digits_model, digits_test):
     x, y = digits_test
     noisy = nn.Sequential(Noisy(), digits_model).eval()
-    from torchawp.checks import check_deterministic
+    from torchawp.evaluation.checks import check_deterministic
     assert check_deterministic(noisy, x)["status"] == "warn"
 
 
@@ -93,7 +93,7 @@ def test_autoattack_gets_every_example_in_the_cascade_too(digits_model, digits_s
     """AutoAttack's number is its own: its random draws depend on the images it is given, so
     the cascade gives it all of them, after the white-box attacks; its column and the worst
     case equal --per-attack's, example by example."""
-    import torchawp.suite as suite
+    import torchawp.evaluation.suite as suite
 
     given = []  # per call: how many examples the stand-in was asked to attack
 
@@ -123,7 +123,7 @@ def test_autoattack_gets_every_example_in_the_cascade_too(digits_model, digits_s
 
 def test_the_api_refuses_to_evaluate_no_images_or_negative_counts(digits_model, digits_splits):
     from torchawp.errors import ConfigError
-    from torchawp.suite import evaluate_model
+    from torchawp.evaluation.suite import evaluate_model
 
     threat = Threat("linf", 0.04, 0.01)
     with pytest.raises(ConfigError, match="no test images"):
@@ -172,7 +172,7 @@ def test_autoattack_runs_on_a_tiny_model_and_stays_in_the_ball(digits_model, dig
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_evaluation_keeps_the_run_memory_format(tmp_path, channels_last):
     import torchawp
-    from torchawp.suite import load_for_eval
+    from torchawp.evaluation.suite import load_for_eval
 
     from .helpers import tiny_config
 

@@ -35,7 +35,7 @@ def test_export_round_trips_the_logits(run, tmp_path, capsys):
         expected = original(x)
         assert torch.equal(rebuilt.eval()(x), expected)
         assert torch.allclose(program(x), expected, rtol=1e-5, atol=1e-6)
-    assert card["weights_sha256"] == torchawp.checkpoint.tensor_digest(
+    assert card["weights_sha256"] == torchawp.io.checkpoint.tensor_digest(
         torch.load(out, weights_only=True))
 
 

@@ -9,8 +9,8 @@ import copy
 import pytest
 import torch
 
-from torchawp.recipes import load_recipe
-from torchawp.train import Trainer
+from torchawp.config.recipes import load_recipe
+from torchawp.training.trainer import Trainer
 
 from .conftest import TinyBNNet
 from .helpers import tiny_config

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from torchawp.attacks import PGD
-from torchawp.flatness import average_case_flatness, worst_case_flatness
+from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
 
 
 def mlp():
@@ -78,8 +78,8 @@ def test_flatness_of_every_kept_epoch(tmp_path, capsys):
     run = torchawp.train(tiny_config(tmp_path / "run", epochs=3, keep_checkpoints=2))
     kept = sorted(p.name for p in (run.run_dir / "epochs").iterdir())
     assert kept == ["epoch_0002.safetensors", "epoch_0003.safetensors"]  # every 2nd and last
-    last, _ = torchawp.checkpoint.read_weights(run.run_dir / "last.safetensors")
-    kept3, meta = torchawp.checkpoint.read_weights(run.run_dir / "epochs" / kept[1])
+    last, _ = torchawp.io.checkpoint.read_weights(run.run_dir / "last.safetensors")
+    kept3, meta = torchawp.io.checkpoint.read_weights(run.run_dir / "epochs" / kept[1])
     assert meta["epoch"] == 3 and all(torch.equal(last[k], kept3[k]) for k in last)
     code = main(["flatness", str(run.run_dir), "--kept-epochs", "all", "--kind", "average",
                  "--n-examples", "30", "--samples", "1", "--steps", "1",
@@ -95,7 +95,7 @@ def test_flatness_of_every_kept_epoch(tmp_path, capsys):
 
 def test_long_measurements_report_progress_to_the_end(digits_model, digits_test, capsys):
     from torchawp.cli.common import Ticker
-    from torchawp.landscape import landscape_1d
+    from torchawp.weightspace.landscape import landscape_1d
 
     x, y = digits_test[0][:40], digits_test[1][:40]
     calls = {"average": [], "worst": [], "landscape": []}

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchawp.validation import validate
+from torchawp.config.resolve import validate
 from torchawp.errors import ConfigError
 from torchawp.methods import get_method
 from torchawp.models import create_model
-from torchawp.recipes import from_dict, load_recipe
-from torchawp.schedules import build_scheduler
+from torchawp.config.recipes import from_dict, load_recipe
+from torchawp.training.schedules import build_scheduler
 
 
 @pytest.mark.parametrize("method", ["at", "trades", "standard"])

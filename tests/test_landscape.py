@@ -1,7 +1,7 @@
 import torch
 
 from torchawp.attacks import PGD
-from torchawp.landscape import filter_normalized_direction, landscape_1d, landscape_2d, robust_loss
+from torchawp.weightspace.landscape import filter_normalized_direction, landscape_1d, landscape_2d, robust_loss
 
 
 def test_direction_filters_have_the_weight_filter_norms_and_1d_tensors_are_zero(tiny_net):

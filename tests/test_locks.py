@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchawp.rundir import exclusive_lock
+from torchawp.io.paths import exclusive_lock
 
 from .helpers import copy_run
 from .test_cli import TINY, run_cli
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # ------------------------------------------------------------------ one process per directory
 HOLD = textwrap.dedent("""
     import sys, time
-    from torchawp.rundir import exclusive_lock
+    from torchawp.io.paths import exclusive_lock
     with exclusive_lock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(60)

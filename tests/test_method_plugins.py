@@ -13,7 +13,7 @@ import yaml
 
 from torchawp.cli import main
 from torchawp.methods import LossOutput, Method, MethodSpec, at_loss, get_method
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 from .conftest import TinyBNNet
 from .helpers import tiny_config

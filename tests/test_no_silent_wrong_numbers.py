@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import torchawp
-from torchawp.checkpoint import read_weights
+from torchawp.io.checkpoint import read_weights
 from torchawp.errors import TrainingInterrupted
-from torchawp.suite import evaluate_checkpoint
-from torchawp.train import Trainer
+from torchawp.evaluation.suite import evaluate_checkpoint
+from torchawp.training.trainer import Trainer
 
 from .helpers import copy_run, tiny_config
 

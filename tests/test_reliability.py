@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import torchawp
-from torchawp.checkpoint import read_weights
+from torchawp.io.checkpoint import read_weights
 from torchawp.errors import CheckpointError
-from torchawp.train import Trainer, TrainingDiverged, TrainingInterrupted
+from torchawp.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 from .helpers import THREADS, tiny_config
 
@@ -199,7 +199,7 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("victim", ["last.safetensors", "best.safetensors", "last.state.pt"])
 def test_kill_inside_the_first_save_resumes_exactly(tmp_path, monkeypatch, reference, victim):
-    import torchawp.checkpoint as ckpt
+    import torchawp.io.checkpoint as ckpt
 
     write = ckpt.atomic_write
 

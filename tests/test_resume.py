@@ -8,7 +8,7 @@ import torch
 import yaml
 
 import torchawp
-from torchawp.checkpoint import load_state, read_weights
+from torchawp.io.checkpoint import load_state, read_weights
 from torchawp.errors import CheckpointError, ConfigError
 
 from .helpers import copy_run, flip_bytes, tiny_config

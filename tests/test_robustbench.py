@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import torchawp.robustbench as rb
+import torchawp.io.robustbench as rb
 from torchawp.cli import main
 from torchawp.errors import CheckpointError, ConfigError
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from torchawp.errors import ConfigError
-from torchawp.train import Trainer
+from torchawp.training.trainer import Trainer
 
 from .helpers import tiny_config
 

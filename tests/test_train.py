@@ -5,10 +5,10 @@ import torch
 import yaml
 
 import torchawp
-from torchawp.checkpoint import read_weights
+from torchawp.io.checkpoint import read_weights
 from torchawp.errors import ConfigError
-from torchawp.runlog import summary_table
-from torchawp.train import Trainer
+from torchawp.training.log import summary_table
+from torchawp.training.trainer import Trainer
 
 from .conftest import TinyBNNet
 from .helpers import tiny_config

@@ -8,8 +8,8 @@ import pytest
 from torchawp.attacks import PGD, Regional
 from torchawp.attacks.regional import full
 from torchawp.cli import main
-from torchawp.engine import train
-from torchawp.transfer import transfer
+from torchawp.training.run import train
+from torchawp.studies.transfer import transfer
 
 from .helpers import tiny_config
 from .test_backdoor import _bn_model

@@ -14,14 +14,14 @@ Quick use in your own loop::
 from . import attacks, data, methods, models, perturb, perturbations
 from .attacks import FGSM, PGD
 from .perturbations import AWP
-from .checkpoint import load
+from .io.checkpoint import load
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
-from .evaluate import evaluate
+from .evaluation.accuracy import evaluate
 from .models import create_model
-from .engine import train
-from .runlog import RunResult
-from .train import Trainer
+from .training.run import train
+from .training.log import RunResult
+from .training.trainer import Trainer
 
 __version__ = "0.2.0"
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import torchawp
-from torchawp.checkpoint import read_weights
+from torchawp.io.checkpoint import read_weights
 from torchawp.data import BatchLoader, load_splits
 from torchawp.data.mapped import gather
 from torchawp.data.stats import channel_stats
 from torchawp.data.store import open_store, verify_store
 from torchawp.data.store_import import import_store
 from torchawp.errors import DataError
-from torchawp.train import Trainer, TrainingInterrupted
+from torchawp.training.trainer import Trainer, TrainingInterrupted
 
 from ..helpers import tiny_config
 

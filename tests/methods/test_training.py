@@ -8,7 +8,7 @@ import torch
 import torchawp
 from torchawp.attacks import PGD
 from torchawp.data import load_splits
-from torchawp.evaluate import evaluate
+from torchawp.evaluation.accuracy import evaluate
 from torchawp.models import create_model
 
 from ..helpers import tiny_config
@@ -77,10 +77,10 @@ def test_pseudo_label_command_labels_the_held_out_images(tmp_path, capsys):
 
 
 def test_rst_with_extra_data_auto_self_labels_the_hidden_images(tmp_path):
-    from torchawp.checkpoint import load
-    from torchawp.engine import prepare_splits
-    from torchawp.pseudo_label import pseudo_label
-    from torchawp.train import Trainer
+    from torchawp.io.checkpoint import load
+    from torchawp.training.run import prepare_splits
+    from torchawp.training.pseudo_label import pseudo_label
+    from torchawp.training.trainer import Trainer
 
     def rst_config(epochs):
         cfg = tiny_config(tmp_path / "rst", method="rst-awp", epochs=epochs)

@@ -11,11 +11,11 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from ..backdoor import AUTHORS_N_CLEAN, Trigger, check_target, clean_images, injection_sweep
-from ..checkpoint import atomic_write, resolve_checkpoint, save_weights
+from ..studies.backdoor import AUTHORS_N_CLEAN, Trigger, check_target, clean_images, injection_sweep
+from ..io.checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
-from ..rundir import exclusive_lock
-from ..suite import load_for_eval
+from ..io.paths import exclusive_lock
+from ..evaluation.suite import load_for_eval
 from .common import PATH, bounded, log, parse
 
 WEIGHTS = "backdoored.safetensors"

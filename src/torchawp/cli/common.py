@@ -24,7 +24,7 @@ import tyro
 import yaml
 
 from ..errors import ConfigError
-from ..recipes import type_words, unwrap_optional
+from ..config.recipes import type_words, unwrap_optional
 
 REGISTRY = tyro.constructors.ConstructorRegistry()
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}

@@ -10,10 +10,10 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from ..checkpoint import atomic_write
-from ..concepts import Variant, concept_study, render
-from ..rundir import exclusive_lock
-from ..suite import load_for_eval
+from ..io.checkpoint import atomic_write
+from ..studies.concepts import Variant, concept_study, render
+from ..io.paths import exclusive_lock
+from ..evaluation.suite import load_for_eval
 from .common import PATH, bounded, log, parse
 
 

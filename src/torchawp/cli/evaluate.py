@@ -9,17 +9,17 @@ from typing import Annotated, Any, Literal, Optional
 import tyro
 
 from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
-from ..backdoor import Trigger
-from ..checkpoint import CHECKPOINTS, resolve_checkpoint, same_weights
+from ..studies.backdoor import Trigger
+from ..io.checkpoint import CHECKPOINTS, resolve_checkpoint, same_weights
 from ..data import load_splits
 from ..errors import ConfigError
-from ..evaluate import EVAL_SEED
-from ..pseudo_label import pseudo_label_file
-from ..report import cascade_line, format_table, write_report
-from ..robustbench import checkpoint_path, load_robustbench
-from ..rundir import exclusive_lock
+from ..evaluation.accuracy import EVAL_SEED
+from ..training.pseudo_label import pseudo_label_file
+from ..evaluation.report import cascade_line, format_table, write_report
+from ..io.robustbench import checkpoint_path, load_robustbench
+from ..io.paths import exclusive_lock
 from ..runtime import resolve_device
-from ..suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
+from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
 from .common import bounded, log, output_files, parse, positional
 
 

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from ..checkpoint import resolve_checkpoint
+from ..io.checkpoint import resolve_checkpoint
 from ..errors import ConfigError
-from ..export import export
-from ..robustbench import CARD_FIELDS, export_robustbench
-from ..suite import load_for_eval
+from ..io.export import export
+from ..io.robustbench import CARD_FIELDS, export_robustbench
+from ..evaluation.suite import load_for_eval
 from .common import PATH, output_files, parse
 
 

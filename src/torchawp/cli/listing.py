@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from ..attacks import ATTACKS
-from ..recipes import RECIPE_DIR
+from ..config.recipes import RECIPE_DIR
 from ..data import DATASETS
 from ..methods import METHODS, method_names
 from ..models import MODELS
-from ..robustbench import ZOO
+from ..io.robustbench import ZOO
 from .common import parse
 
 

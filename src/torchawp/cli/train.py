@@ -13,13 +13,13 @@ import tyro
 import yaml
 
 from ..config import TrainConfig
-from ..recipes import from_dict, load_recipe, merged_recipes, to_dict
-from ..rundir import read_run_config
+from ..config.recipes import from_dict, load_recipe, merged_recipes, to_dict
+from ..training.rundir import read_run_config
 from ..errors import ConfigError
-from ..engine import dry_run as check_and_price, train
+from ..training.run import dry_run as check_and_price, train
 from ..methods import get_method
-from ..runlog import describe, summary_table
-from ..validation import validate
+from ..training.log import describe, summary_table
+from ..config.resolve import validate
 from .common import BOOL_WORDS, parse
 
 

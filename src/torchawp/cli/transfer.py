@@ -11,13 +11,13 @@ from typing import Literal, Optional
 
 from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region
-from ..checkpoint import atomic_write
+from ..io.checkpoint import atomic_write
 from ..errors import ConfigError
-from ..evaluate import EVAL_SEED
+from ..evaluation.accuracy import EVAL_SEED
 from ..plots import plot_transfer
-from ..rundir import exclusive_lock
-from ..suite import load_for_eval
-from ..transfer import regional_sweep, transfer
+from ..io.paths import exclusive_lock
+from ..evaluation.suite import load_for_eval
+from ..studies.transfer import regional_sweep, transfer
 from .common import bounded, log, parse, positional
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",

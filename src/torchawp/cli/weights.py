@@ -14,12 +14,13 @@ import tyro
 from ..attacks import PGD, Threat
 from ..data import load_splits
 from ..errors import ConfigError
-from ..flatness import average_case_flatness, worst_case_flatness
-from ..landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
-from ..robustbench import load_robustbench
-from ..rundir import RunDir, make_directory
+from ..weightspace.flatness import average_case_flatness, worst_case_flatness
+from ..weightspace.landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
+from ..io.robustbench import load_robustbench
+from ..io.paths import make_directory
+from ..training.rundir import RunDir
 from ..runtime import resolve_device
-from ..suite import load_for_eval
+from ..evaluation.suite import load_for_eval
 from .common import Ticker, bounded, log, parse, positional
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write
+from ..io.checkpoint import atomic_write
 from ..errors import DataError
 from .base import ArrayDataset
 from .stats import check_finite

@@ -12,8 +12,8 @@ from typing import Any, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .methods import get_method
+from ..config import TrainConfig
+from ..methods import get_method
 
 
 @dataclasses.dataclass

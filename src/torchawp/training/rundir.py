@@ -15,99 +15,36 @@ training. :func:`check_resumable` decides whether a config may continue a saved 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import yaml
 from torch import nn
 
-from .checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
-from .data.fingerprint import changed_data
-from .errors import CheckpointError, ConfigError, RunDirInUse
+from ..io.checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
+from ..io.paths import exclusive_lock
+from ..data.fingerprint import changed_data
+from ..errors import CheckpointError, ConfigError
 
 CHECKPOINT_FILES = ("state.pt", "safetensors")
 
 # Fields that say where and how a run executes, not what it computes: a resume may change them.
 RUNTIME_FIELDS = ("out_dir", "resume", "progress", "device", "threads", "keep_checkpoints")
 
-_held: dict[str, int] = {}  # resolved path -> depth: the locks this process holds
-
-
-@contextlib.contextmanager
-def exclusive_lock(directory: Path, what: str = "run directory") -> Iterator[None]:
-    """Hold an exclusive lock (flock) on ``directory`` itself for the block; it is created if
-    missing.
-
-    Another process that asks for it gets a :class:`RunDirInUse` error at once. Re-entrant
-    within a process. The kernel drops the lock when the process dies, however it dies, so a
-    killed run never leaves a stale lock behind, and no lock file is left in the directory. A
-    directory the lock created is removed again if the block left it empty."""
-    try:
-        import fcntl  # POSIX only
-    except ImportError:  # Windows: no flock
-        warnings.warn(f"cannot lock {directory} on this platform; do not run two torchawp "
-                      f"processes on it at once", stacklevel=3)
-        yield
-        return
-    directory = Path(directory)
-    created = not directory.exists()
-    make_directory(directory, what)
-    key = str(directory.resolve())
-    if key in _held:
-        _held[key] += 1
-        try:
-            yield
-        finally:
-            _held[key] -= 1
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirInUse(f"{what} {directory} is in use by another torchawp process; wait "
-                          f"for it to finish, or choose another directory") from None
-    _held[key] = 1
-    try:
-        yield
-    finally:
-        del _held[key]
-        if created:  # a refused or failed start leaves no empty directory behind
-            with contextlib.suppress(OSError):
-                directory.rmdir()  # only if still empty
-        os.close(fd)  # releases the lock
-
-
 def read_run_config(path: Path) -> dict:
     """A run's ``config.yaml`` as plain data: a mapping of every field, or one line naming the
     file."""
-    from .recipes import read_yaml
+    from ..config.recipes import read_yaml
 
     data = read_yaml(path)
     if not data or not isinstance(data, dict):
         raise ConfigError(f"{path} is empty or not a mapping of fields, so the run's settings "
                           f"are lost; restore it from a copy, or start a new run")
     return data
-
-
-def make_directory(directory: Path, what: str = "output directory") -> None:
-    """``mkdir -p``, with a file in the way said in one line (naming the file) instead of a
-    FileExistsError or NotADirectoryError."""
-    in_the_way = next((p for p in (directory, *directory.parents) if p.exists()
-                       and not p.is_dir()), None)
-    if in_the_way is not None:
-        raise ConfigError(f"{what} {directory} cannot be made: {in_the_way} is a file; choose "
-                          f"another directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{what} {directory} cannot be made ({exc.strerror}); choose "
-                          f"another directory") from None
 
 
 def default_run_dir(cfg) -> Path:
@@ -161,7 +98,7 @@ class RunDir:
         (plain data) on data with content ``fingerprint``: the newest good checkpoint, after
         :func:`check_resumable` (the saved config read through ``validate``, so both have
         their defaults filled in) and a check that the data files are the ones it trained on."""
-        from .recipes import from_dict, to_dict
+        from ..config.recipes import from_dict, to_dict
 
         checkpoint = self.newest_checkpoint() if self.has_checkpoint() else None
         done = checkpoint[0]["epoch"] if checkpoint else 0

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from .runlog import Best, ema_metrics
+from .log import Best, ema_metrics
 
 
 def ema_multi_avg_fn(decay: float):

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import PGD, AutoAttack, Threat, autoattack_available
-from .perturb import model_mode
+from ..attacks import PGD, AutoAttack, Threat, autoattack_available
+from ..perturb import model_mode
 
 TOLERANCE = 0.01  # accuracy may fluctuate by this much between attack settings
 

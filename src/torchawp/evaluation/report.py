@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import atomic_write
+from ..io.checkpoint import atomic_write
 from .checks import EXPLANATIONS
 
 

@@ -9,9 +9,9 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .attacks import Attack
-from .attacks.regional import Region, Regional
-from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, predict
+from ..attacks import Attack
+from ..attacks.regional import Region, Regional
+from ..evaluation.accuracy import EVAL_BATCH_SIZE, EVAL_SEED, predict
 
 
 def _median(values: torch.Tensor) -> Optional[float]:

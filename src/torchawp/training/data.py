@@ -7,10 +7,10 @@ from typing import Optional
 
 import torch
 
-from .config import TrainConfig
-from .data import BatchLoader, Splits, load_extra, load_splits
-from .errors import ConfigError
-from .runtime import DistEnv
+from ..config import TrainConfig
+from ..data import BatchLoader, Splits, load_extra, load_splits
+from ..errors import ConfigError
+from ..runtime import DistEnv
 
 
 def run_data(cfg: TrainConfig, splits: Optional[Splits], device: torch.device, dist: DistEnv,

@@ -20,17 +20,17 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .checkpoint import load
-from .config import TrainConfig
-from .recipes import from_dict, load_recipe
-from .data import ArrayDataset, Splits, load_splits
-from .errors import ConfigError
+from ..io.checkpoint import load
+from ..config import TrainConfig
+from ..config.recipes import from_dict, load_recipe
+from ..data import ArrayDataset, Splits, load_splits
+from ..errors import ConfigError
 from .estimate import estimate_line, measure, plan_line
 from .pseudo_label import pseudo_label
 from .rundir import RunDir, default_run_dir
-from .runlog import RunResult
-from .train import Trainer
-from .validation import validate
+from .log import RunResult
+from .trainer import Trainer
+from ..config.resolve import validate
 
 
 def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = None,

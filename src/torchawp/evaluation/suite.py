@@ -14,17 +14,17 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .attacks import Threat, build_attack
-from .checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
+from ..attacks import Threat, build_attack
+from ..io.checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
                          resolve_checkpoint, safe_torch_load, tensor_digest)
-from .backdoor import backdoor_metrics, check_target
-from .errors import CheckpointError, ConfigError, DataError
+from ..studies.backdoor import backdoor_metrics, check_target
+from ..errors import CheckpointError, ConfigError, DataError
 from .checks import sanity_checks
-from .data import changed_data, data_fingerprint, load_splits
-from .evaluate import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
-from .models import NormalizedModel
-from .models.registry import import_factory
-from .runtime import resolve_device
+from ..data import changed_data, data_fingerprint, load_splits
+from .accuracy import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
+from ..models import NormalizedModel
+from ..models.registry import import_factory
+from ..runtime import resolve_device
 
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
 

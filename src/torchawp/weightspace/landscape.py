@@ -16,9 +16,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .attacks import Attack
-from .evaluate import evaluate
-from .perturb import add_, exact_snapshot
+from ..attacks import Attack
+from ..evaluation.accuracy import evaluate
+from ..perturb import add_, exact_snapshot
 
 
 def filter_normalized_direction(model: nn.Module, generator: Optional[torch.Generator] = None

@@ -8,11 +8,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .checkpoint import load
-from .data import load_extra, load_splits, save_extra, to_float
-from .errors import DataError
-from .perturb import model_mode
-from .runtime import resolve_device
+from ..io.checkpoint import load
+from ..data import load_extra, load_splits, save_extra, to_float
+from ..errors import DataError
+from ..perturb import model_mode
+from ..runtime import resolve_device
 
 
 @torch.no_grad()

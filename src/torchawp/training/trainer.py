@@ -15,29 +15,29 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from .attacks import PGD
-from .perturbations import AWP
-from .checkpoint import load_state_dict_into, read_weights
-from .config import TrainConfig
-from .data import Splits, data_fingerprint
+from ..attacks import PGD
+from ..perturbations import AWP
+from ..io.checkpoint import load_state_dict_into, read_weights
+from ..config import TrainConfig
+from ..data import Splits, data_fingerprint
 from .ema import EMA
-from .errors import TrainingDiverged, TrainingInterrupted
+from ..errors import TrainingDiverged, TrainingInterrupted
 from .estimate import announce, eval_images
-from .evaluate import evaluate_splits
-from .flatness import probe_flatness
-from .methods import get_method
-from .models import create_model
-from .plots import plot_curves
-from .recipes import to_dict
-from .rundata import run_data
+from ..evaluation.accuracy import evaluate_splits
+from ..weightspace.flatness import probe_flatness
+from ..methods import get_method
+from ..models import create_model
+from ..plots import plot_curves
+from ..config.recipes import to_dict
+from .data import run_data
 from .rundir import RunDir, default_run_dir
-from .runlog import (Best, EpochTotals, NullWriter, RunResult, epoch_line, image_counter,
+from .log import (Best, EpochTotals, NullWriter, RunResult, epoch_line, image_counter,
                      postfix, progress_bar, say, tensorboard_writer)
-from .runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
+from ..runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
 from .schedules import build_optimizer, build_scheduler
-from .validation import validate
+from ..config.resolve import validate
 
 
 class Trainer:

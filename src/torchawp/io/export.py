@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write, load, resolve_checkpoint, tensor_digest
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 def export(path, out, which: str = "best", program: bool = False) -> dict:

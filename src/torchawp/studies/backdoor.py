@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .evaluate import predict
-from .perturb import ElementwiseLinfBall, ParamFilter, model_mode, select_parameters
+from ..errors import ConfigError
+from ..evaluation.accuracy import predict
+from ..perturb import ElementwiseLinfBall, ParamFilter, model_mode, select_parameters
 
 # clean images an injection fits by default: the authors' 10 batches of 128
 AUTHORS_N_CLEAN = 1280

@@ -16,11 +16,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from typeguard import TypeCheckError, check_type
 
-from .config import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
+from . import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
                      TrainConfig)
-from .errors import ConfigError
+from ..errors import ConfigError
 
-RECIPE_DIR = Path(__file__).parent / "configs"
+RECIPE_DIR = Path(__file__).parents[1] / "configs"
 
 
 def recipe_path(name_or_path: str) -> Path:

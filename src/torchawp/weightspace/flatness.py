@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import Attack
+from ..attacks import Attack
 from .landscape import robust_loss
-from .perturb import RelativeL2Ball, add_, exact_snapshot, model_mode, select_parameters
+from ..perturb import RelativeL2Ball, add_, exact_snapshot, model_mode, select_parameters
 
 
 def _ball(params, xi: float, relative: bool) -> RelativeL2Ball:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from .evaluate import evaluate
+from ..evaluation.accuracy import evaluate
 
 SAY_ABOVE_SECONDS = 120  # runs expected to take longer get the estimate line
 
@@ -90,7 +90,7 @@ def plan_line(cfg, splits, steps_per_epoch: int) -> str:
     """What ``--dry-run`` can say without running: steps, evaluations and images."""
     plan = evaluation_plan(cfg, splits)
     evaluations = sum(1 for n in plan if n)
-    from .methods import get_method
+    from ..methods import get_method
 
     attack = ("no attack" if get_method(cfg.method)[0].attack_loss == "none"
               else f"PGD-{cfg.attack.steps} each")

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attacks import Attack
-from .checkpoint import atomic_write
-from .data import ArrayDataset, Splits, to_float
-from .perturb import model_mode
-from .runtime import all_reduce_sum
+from ..attacks import Attack
+from ..io.checkpoint import atomic_write
+from ..data import ArrayDataset, Splits, to_float
+from ..perturb import model_mode
+from ..runtime import all_reduce_sum
 
 # The evaluation protocol shared by the per-epoch evaluation of a training run and by
 # ``torchawp eval``: the same batches and the same attack seed give the same numbers.

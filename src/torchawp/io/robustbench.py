@@ -22,10 +22,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .attacks import Threat
+from ..attacks import Threat
 from .checkpoint import atomic_write, load_state_dict_into, safe_torch_load
-from .errors import CheckpointError, ConfigError
-from .models import create_model
+from ..errors import CheckpointError, ConfigError
+from ..models import create_model
 
 # (dataset, threat model) -> entry -> (depth, widen_factor) of RobustBench's WideResNet class
 # (robustbench 1.1.1, model_zoo/cifar10.py: entries whose model is WideResNet(depth, widen_factor

@@ -13,13 +13,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .config import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
+from . import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
                      PRECISIONS, SCHEDULES, TrainConfig)
-from .data import DATASETS
-from .errors import ConfigError
-from .methods import MethodSpec, get_method, method_names
-from .models import MODELS
-from .models.registry import import_factory
+from ..data import DATASETS
+from ..errors import ConfigError
+from ..methods import MethodSpec, get_method, method_names
+from ..models import MODELS
+from ..models.registry import import_factory
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

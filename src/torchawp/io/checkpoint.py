@@ -25,9 +25,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import CheckpointError
-from .models import model_from_spec
-from .runtime import AutocastModel
+from ..errors import CheckpointError
+from ..models import model_from_spec
+from ..runtime import AutocastModel
 
 FORMAT = 2  # 2: SHA-256 of the tensors in the header; epochs counted from 1
 
