@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from .callbacks import Callback
 from .log import Best, ema_metrics
 
 
@@ -35,8 +36,11 @@ def ema_multi_avg_fn(decay: float):
     return update
 
 
-class EMA:
-    """The average of ``model``'s weights (module: :attr:`module`, in eval mode when used).
+class EMA(Callback):
+    """The average of ``model``'s weights (module: :attr:`module`, in eval mode when used), and
+    the callback that keeps it in a run: updated after every optimizer step (at ``w``),
+    evaluated and selected on like the model (metrics ``ema_*``, its own best epoch), written
+    as ``ema_last`` / ``ema_best`` and resumed exactly.
 
     Args:
         model: the trained model (unwrapped: no DDP or compile wrapper).
@@ -60,9 +64,20 @@ class EMA:
     def module(self) -> nn.Module:
         return self.averaged.module
 
+    state_key = "ema"  # the average's resume copy in the training state
+
     def update(self, model: nn.Module) -> None:
         """Average in ``model``'s current weights (call at w, after the step)."""
         self.averaged.update_parameters(model)
+
+    def on_step_end(self, trainer, step: int) -> None:
+        self.update(trainer.model)  # the average of w, never of w + v
+
+    def on_metrics(self, trainer, epoch: int, row: dict) -> None:
+        self.best.update(row, trainer.selection_key, has_val=len(trainer.splits.val) > 0)
+
+    def reported(self, trainer) -> list[tuple]:
+        return [("ema_", self.net, self.module, self.best)]
 
     def state_dict(self) -> dict:
         """The averaged weights and buffers, the update counter and the best epoch so far (for
@@ -77,8 +92,8 @@ class EMA:
         self.best = Best("ema_", state["best_epoch"], state["best_val"])
 
     def checkpoint(self, meta: dict, row: dict, epoch_end: bool) -> tuple:
-        """``(module, meta, is_best)`` for :meth:`torchawp.rundir.RunDir.save`: the run's
+        """``("ema_", module, meta, is_best)`` for :meth:`~.rundir.RunDir.save`: the run's
         checkpoint meta with the average's metrics and its decay and update count."""
         meta = dict(meta, metrics=ema_metrics(row), ema_decay=self.decay,
                     ema_updates=int(self.averaged.n_averaged))
-        return self.module, meta, epoch_end and self.best.epoch == meta["epoch"]
+        return "ema_", self.module, meta, epoch_end and self.best.epoch == meta["epoch"]

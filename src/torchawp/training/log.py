@@ -1,16 +1,14 @@
-"""What a training run reports while and after it runs: the progress bar, TensorBoard, the
-result object and the final table."""
+"""What a training run keeps and reports after it runs: the best epoch, the epoch's running
+sums, the result object and the final table (what it shows while it runs: ``callbacks.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..methods import get_method
@@ -95,26 +93,6 @@ class EpochTotals:
         self.count += n
 
 
-class NullWriter:
-    """Stands in for TensorBoard on ranks that do not write."""
-
-    def add_scalar(self, *args, **kwargs):
-        pass
-
-    def close(self):
-        pass
-
-
-def postfix(row: dict) -> str:
-    """The progress bar's summary of an epoch row."""
-    parts = [f"loss {row['train_loss']:.3f}"]
-    for key, name in (("val_robust_acc", "val rob"), ("test_robust_acc", "test rob"),
-                      ("gap", "gap")):
-        if key in row:
-            parts.append(f"{name} {100 * row[key]:.1f}")
-    return " | ".join(parts)
-
-
 def describe(cfg: TrainConfig) -> str:
     """One line naming what a run trains: method, data, model, threat model and, for AWP
     methods, the resolved gamma and the epochs AWP is on."""
@@ -141,45 +119,3 @@ def summary_table(result: RunResult) -> str:
                      f"{pct(r, 'test_clean_acc'):>12}{pct(r, 'test_robust_acc'):>10}"
                      f"{pct(r, 'train_robust_acc'):>11}{pct(r, 'gap'):>8}")
     return "\n".join(lines)
-
-
-def epoch_line(cfg: TrainConfig, row: dict) -> str:
-    """An epoch in one plain line, for a job's log (``--no-progress``)."""
-    return (f"{cfg.method} {cfg.data.name} epoch {row['epoch']}/{cfg.epochs}: {postfix(row)} "
-            f"({row['seconds']:.1f} s)")
-
-
-def image_counter(progress, total: int):
-    """A callback that shows ``done/total images`` after the bar's description while an
-    evaluation runs (None without a bar)."""
-    if progress is None:
-        return None
-    label, done = progress.desc, [0]
-
-    def counted(n: int) -> None:
-        done[0] += n
-        progress.set_description_str(f"{label} {done[0]:,}/{total:,} images", refresh=True)
-
-    return counted
-
-
-def say(progress, text: str) -> None:
-    """A one-line notice on stderr, above the progress bar when there is one."""
-    (progress.write if progress is not None else print)(f"torchawp: {text}", file=sys.stderr)
-
-
-def tensorboard_writer(run_dir: Path, epochs_done: int):
-    """TensorBoard events in ``run_dir/tb``, dropping any logged after ``epochs_done`` (a
-    resumed run rewrites them)."""
-    from torch.utils.tensorboard import SummaryWriter  # heavy (TensorFlow protobufs): on use
-
-    return SummaryWriter(str(run_dir / "tb"), purge_step=epochs_done + 1)
-
-
-def progress_bar(cfg: TrainConfig, steps_per_epoch: int, epochs_done: int, step: int):
-    """One bar over every training step of the run, so long epochs show progress too; None
-    when ``cfg.progress`` is off."""
-    if not cfg.progress:
-        return None
-    return tqdm(total=cfg.epochs * steps_per_epoch, initial=epochs_done * steps_per_epoch + step,
-                unit="step", dynamic_ncols=True, desc=f"{cfg.method} {cfg.data.name}")

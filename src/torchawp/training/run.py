@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -29,17 +29,20 @@ from .estimate import estimate_line, measure, plan_line
 from .pseudo_label import pseudo_label
 from .rundir import RunDir, default_run_dir
 from .log import RunResult
+from .callbacks import Callback
 from .trainer import Trainer
 from ..config.resolve import validate
 
 
 def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = None,
-          splits: Optional[Splits] = None, **overrides) -> RunResult:
+          splits: Optional[Splits] = None, callbacks: Sequence[Callback] = (),
+          **overrides) -> RunResult:
     """Run one experiment: ``torchawp.train(load_recipe("digits"), epochs=10)``.
 
     ``cfg`` may be a :class:`TrainConfig`, a plain dict of its fields, or None (the offline
     ``digits`` recipe); keyword ``overrides`` set top-level fields; ``model`` is any
-    ``nn.Module`` taking [0, 1] images; ``splits`` replaces the config's data. The run
+    ``nn.Module`` taking [0, 1] images; ``splits`` replaces the config's data; ``callbacks``
+    observe the loop beside the run's own (:mod:`torchawp.training.callbacks`). The run
     directory is locked for the whole run. Returns a :class:`RunResult`.
     """
     if cfg is None:
@@ -57,7 +60,7 @@ def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = No
     with run.lock() if main_rank else contextlib.nullcontext():
         run.check_start(cfg.resume)  # again, under the lock: before a labeller trains
         splits = prepare_splits(cfg, splits)
-        return Trainer(cfg, model=model, splits=splits).fit()
+        return Trainer(cfg, model=model, splits=splits, callbacks=callbacks).fit()
 
 
 def prepare_splits(cfg: TrainConfig, splits: Optional[Splits] = None) -> Splits:

@@ -20,7 +20,7 @@ import os
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 from torch import nn
@@ -131,14 +131,14 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
     def save(self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any],
-             is_best: bool, ema: Optional[tuple[nn.Module, dict[str, Any], bool]] = None) -> None:
+             is_best: bool, extra: Sequence[tuple] = ()) -> None:
         """Write ``last.*`` (and ``best.safetensors``), keeping the previous checkpoint as
         ``prev.*`` until the new one is complete, so a crash or a full disk at any moment leaves
         a good one. The training state is written last: it commits the checkpoint (a run killed
         inside its first save has no state file and starts over). ``state`` and ``meta`` carry
-        the same ``epoch`` and ``step``, which pair them on resume. ``ema`` = (the averaged
-        model, its meta, whether it is the average's best) also writes ``ema_last`` (and
-        ``ema_best``); the average's resume copy is inside ``state``."""
+        the same ``epoch`` and ``step``, which pair them on resume. Each of ``extra`` =
+        ``(prefix, module, meta, is_best)`` (a weight average: ``ema_``) also writes
+        ``{prefix}last`` (and ``{prefix}best``); its resume copy is inside ``state``."""
         for name in CHECKPOINT_FILES:
             if (self.path / f"last.{name}").exists():
                 os.replace(self.path / f"last.{name}", self.path / f"prev.{name}")
@@ -146,11 +146,10 @@ class RunDir:
             save_weights(self.path / "last.safetensors", model, meta)
             if is_best:
                 save_weights(self.path / "best.safetensors", model, meta)
-            if ema is not None:
-                averaged, ema_meta, ema_is_best = ema
-                save_weights(self.path / "ema_last.safetensors", averaged, ema_meta)
-                if ema_is_best:
-                    save_weights(self.path / "ema_best.safetensors", averaged, ema_meta)
+            for prefix, module, module_meta, module_is_best in extra:
+                save_weights(self.path / f"{prefix}last.safetensors", module, module_meta)
+                if module_is_best:
+                    save_weights(self.path / f"{prefix}best.safetensors", module, module_meta)
             save_state(self.path / "last.state.pt", state)
         except OSError as exc:
             raise CheckpointError(f"could not write a checkpoint to {self.path} ({exc}); the "

@@ -5,12 +5,11 @@ point that also prepares RST's self-labelled data is :func:`torchawp.engine.trai
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
 import sys
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,17 +21,16 @@ from ..config import TrainConfig
 from ..data import Splits, data_fingerprint
 from .ema import EMA
 from ..errors import TrainingDiverged, TrainingInterrupted
-from .estimate import announce, eval_images
+from .estimate import eval_images
 from ..evaluation.accuracy import evaluate_splits
-from ..weightspace.flatness import probe_flatness
 from ..methods import get_method
 from ..models import create_model
 from ..plots import plot_curves
 from ..config.recipes import to_dict
 from .data import run_data
 from .rundir import RunDir, default_run_dir
-from .log import (Best, EpochTotals, NullWriter, RunResult, epoch_line, image_counter,
-                     postfix, progress_bar, say, tensorboard_writer)
+from .callbacks import Callback, Estimate, FlatnessProbe, Progress, TensorBoard
+from .log import Best, EpochTotals, RunResult
 from ..runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                       resolve_device, rng_state, seed_everything, set_rng_state,
                       stop_on_signals, warn_if_cpus_are_taken)
@@ -48,10 +46,12 @@ class Trainer:
         model: any ``nn.Module`` taking [0, 1] images (default: the registry's ``cfg.model``).
         splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`);
             ``data.extra_data: auto`` runs start with :func:`torchawp.train`, which prepares it.
+        callbacks: :class:`~torchawp.training.callbacks.Callback` objects called after the
+            run's own (progress, TensorBoard, the estimate, the flatness probe).
     """
 
     def __init__(self, cfg: TrainConfig, model: Optional[nn.Module] = None,
-                 splits: Optional[Splits] = None):
+                 splits: Optional[Splits] = None, callbacks: Sequence[Callback] = ()):
         self.cfg = cfg = validate(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -101,11 +101,32 @@ class Trainer:
         self.epoch_data_state = self.data_gen.get_state()
         self.skipped, self.saved = 0, None  # saved: (epochs, step) of the newest checkpoint
         self._stop: Optional[str] = None
-        self._progress = None
         self.best = Best()  # selected on the validation split
         self.history: list[dict[str, Any]] = []
-        self.estimate, self.first_step_seconds = None, None  # the run's expected time
         self.clock = time.perf_counter  # what times epochs and the estimate (tests inject one)
+        # what observes the loop; the loop calls them all and never branches on them
+        self.progress = Progress(cfg.progress, self.dist.is_main)
+        self.estimator = Estimate(self.progress)
+        self.callbacks = [self.progress, TensorBoard(self.run_dir, self.dist.is_main),
+                          self.estimator] + ([FlatnessProbe(
+                              cfg.eval.flatness_every, cfg.eval.flatness_samples, cfg.seed)]
+                              if cfg.eval.flatness_every else []) + (
+                              [self.ema] if self.ema is not None else []) + list(callbacks)
+
+    @property
+    def selection_key(self) -> str:
+        """The metric the best epoch is selected on: on the validation split, never the test
+        set (standard training: clean accuracy)."""
+        return "val_clean_acc" if self.spec.attack_loss == "none" else "val_robust_acc"
+
+    @property
+    def estimate(self) -> Optional[dict]:
+        """The run's expected time, after its first evaluated epoch (None before)."""
+        return self.estimator.result
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
         """One adversarial training step (the paper's Algorithm 1); returns (loss sum, number
@@ -138,8 +159,6 @@ class Trainer:
         # 4. back at w (v removed on leaving the block)
         self.scheduler.step()
         m.after_step(self.net, x)  # bn_updates authors, AT: a clean forward
-        if self.ema is not None:  # the average of w, never of w + v
-            self.ema.update(self.model)
         if not finite:
             self.skipped += 1
             return (torch.zeros((), device=self.device),) * 2
@@ -155,17 +174,13 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-        started = self.clock()
         # resuming inside an epoch, batches before self.step replay their random draws only
         for i, x, y in self.train_loader.batches(start=self.step):
             loss, correct = self.train_step(x, y, awp_on)
-            if self.first_step_seconds is None:  # one-time costs, kept out of the estimate
-                self.first_step_seconds = self.clock() - started
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             self.totals.add(loss, correct, len(y))
             self.step = i + 1
-            if self._progress is not None:
-                self._progress.update(1)
+            self._call("on_step_end", i)
             if self._stop and not self.dist.enabled:
                 return None
         loss_sum, correct, n = all_reduce_sum(self.totals.as_tensor()).tolist()  # one host sync
@@ -188,12 +203,13 @@ class Trainer:
             train_examples=e.train_examples, max_examples=e.max_examples,
             device=self.device, rank=self.dist.rank, world_size=self.dist.world_size,
             should_stop=(lambda: self._stop is not None) if not self.dist.enabled else None,
-            on_batch=image_counter(self._progress, eval_images(self.cfg, self.splits, splits)))
+            on_batch=self.progress.image_counter(eval_images(self.cfg, self.splits, splits)))
 
     def _reported(self) -> list[tuple]:
-        """``(metrics prefix, net, module, best)`` of the model and of its weight average."""
-        ema = [("ema_", self.ema.net, self.ema.module, self.ema.best)] if self.ema else []
-        return [("", self.net, self.model, self.best)] + ema
+        """``(metrics prefix, net, module, best)`` of the model and of what callbacks report
+        beside it (the weight average)."""
+        return [("", self.net, self.model, self.best)] + [
+            entry for callback in self.callbacks for entry in callback.reported(self)]
 
     def save(self, epochs_done: int, row: dict, is_best: bool, step: int = 0) -> None:
         """Checkpoint after ``epochs_done`` epochs (``step == 0``), or ``step`` steps into the
@@ -210,11 +226,10 @@ class Trainer:
             state["sums"] = self.totals.as_tensor().cpu()
         meta = {"epoch": epochs_done, "step": step, "config": to_dict(self.cfg), "metrics": row,
                 "dataset": dataclasses.asdict(self.splits.info), "data_sha256": self.data_sha256}
-        ema = None
-        if self.ema is not None:  # the average's resume state, and its checkpoints
-            state["ema"] = self.ema.state_dict()
-            ema = self.ema.checkpoint(meta, row, epoch_end=not step)
-        self.run.save(self.model, state, meta, is_best, ema=ema)
+        keeping = [c for c in self.callbacks if c.state_key]  # the weight average's state
+        state.update({c.state_key: c.state_dict() for c in keeping})
+        self.run.save(self.model, state, meta, is_best,
+                      [c.checkpoint(meta, row, epoch_end=not step) for c in keeping])
         self.saved = (epochs_done, step)
         keep = self.cfg.keep_checkpoints
         if keep and not step and (epochs_done % keep == 0 or epochs_done == self.cfg.epochs):
@@ -251,8 +266,9 @@ class Trainer:
             self.data_gen.set_state(state["epoch_data_state"])
             self.totals = EpochTotals.from_tensor(state["sums"].to(self.device))
         self.best = Best("", state["best_epoch"], state["best_val"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        for callback in self.callbacks:
+            if callback.state_key:
+                callback.load_state_dict(state[callback.state_key])
         self.history = [r for r in self.run.read_metrics() if r["epoch"] <= state["epoch"]]
 
     def fit(self) -> RunResult:
@@ -261,14 +277,11 @@ class Trainer:
         with self.run.lock() if self.dist.is_main else contextlib.nullcontext():
             self._start()
             warn_if_cpus_are_taken(self.device, cfg.threads)
-            main = self.dist.is_main
-            writer = tensorboard_writer(self.run_dir, self.start_epoch) if main else NullWriter()
-            self._progress = progress_bar(
-                cfg, self.steps_per_epoch, self.start_epoch, self.step) if main else None
+            self._call("on_fit_start")
             try:
                 with stop_on_signals(self._on_signal, enabled=not self.dist.enabled):
                     for epoch in range(self.start_epoch, cfg.epochs):
-                        if self._run_epoch(epoch, writer) is None:
+                        if self._run_epoch(epoch) is None:
                             self.save(epoch, self.history[-1] if self.history else {}, False,
                                       step=self.step)
                             raise TrainingInterrupted(
@@ -276,28 +289,26 @@ class Trainer:
                                 f"(step {self.step} of {self.steps_per_epoch}); checkpoint "
                                 f"saved. Continue with: torchawp train --resume {self.run_dir}")
             finally:
-                if self._progress is not None:
-                    self._progress.close()
-                writer.close()
+                self._call("on_fit_end")
             self._evaluate_best()
             if self.dist.is_main:
                 plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best.epoch,
                          self.ema.best.epoch if self.ema is not None else None)
 
-    def _run_epoch(self, epoch: int, writer) -> Optional[dict]:
+    def _run_epoch(self, epoch: int) -> Optional[dict]:
         """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
         says ``epoch + 1``). None if a stop signal came first."""
         cfg = self.cfg
         start = self.clock()
-        self._describe(f"epoch {epoch + 1}/{cfg.epochs}")
+        self._call("on_epoch_start", epoch)
         train_row = self.train_epoch(epoch)
         if train_row is None:
             return None
         row = {"epoch": epoch + 1, **train_row, "train_seconds": self.clock() - start}
         last = epoch == cfg.epochs - 1
         if (epoch + 1) % cfg.eval.every == 0 or last:
-            self._describe(f"epoch {epoch + 1}/{cfg.epochs} evaluating")
+            self._call("on_evaluate", epoch)
             curves = (epoch + 1) % cfg.eval.curve_every == 0 or last
             for prefix, net, _, _ in self._reported():  # the model, and its average
                 evaluation = self.evaluate_epoch(("train", "val", "test") if curves
@@ -306,36 +317,18 @@ class Trainer:
                     return None
                 row.update({prefix + k: v for k, v in evaluation.items()})
             row["eval_seconds"] = self.clock() - start - row["train_seconds"]
-            if self.estimate is None:  # the first evaluated epoch prices the whole run
-                self.estimate = announce(cfg, self.splits, epoch, row, self.first_step_seconds,
-                                         self.steps_per_epoch, functools.partial(
-                                             say, self._progress) if self.dist.is_main else None)
-        probe = cfg.eval.flatness_every
-        if probe and ((epoch + 1) % probe == 0 or epoch == cfg.epochs - 1):
-            row["flatness_avg"] = probe_flatness(
-                self.net, self.splits, self.eval_attack if cfg.eval.steps > 0 else None,
-                cfg.eval.flatness_samples, cfg.seed)
+        self._call("on_metrics", epoch, row)  # what callbacks measure: estimate, flatness
         self.step = 0
         self.totals = EpochTotals.zeros(self.device)
         if self.skipped:
             row["skipped_steps"] = self.skipped
         row["seconds"] = self.clock() - start
-        # selection on the validation split, never the test set (standard training: clean)
-        key = "val_clean_acc" if self.spec.attack_loss == "none" else "val_robust_acc"
-        is_best = self.best.update(row, key, has_val=len(self.splits.val) > 0)
-        if self.ema is not None:
-            self.ema.best.update(row, key, has_val=len(self.splits.val) > 0)
+        is_best = self.best.update(row, self.selection_key, has_val=len(self.splits.val) > 0)
         self.history.append(row)
         if self.dist.is_main:
             self.run.write_metrics(self.history)
             self.save(epoch + 1, row, is_best)
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    writer.add_scalar(key, value, epoch + 1)
-        if self._progress is not None:
-            self._progress.set_postfix_str(postfix(row), refresh=True)
-        elif self.dist.is_main:  # --no-progress: one plain line per epoch, for job logs
-            say(None, epoch_line(cfg, row))
+        self._call("on_epoch_end", epoch, row)
         return row
 
     def _evaluate_best(self) -> None:
@@ -367,7 +360,3 @@ class Trainer:
         if self.cfg.progress:
             print(f"\ntorchawp: {name}: finishing the current step, then saving a checkpoint "
                   f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
-
-    def _describe(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.set_description_str(text, refresh=True)
