@@ -1,8 +1,8 @@
 """Typed configuration: plain dataclasses with defaults next to their meaning.
 
-YAML recipes (``torchawp/configs/*.yaml``, read by :mod:`torchawp.recipes`) fill these, the
+YAML recipes (``torchawp/configs/*.yaml``, read by :mod:`torchawp.config.recipes`) fill these, the
 command line overrides any field (``--awp.gamma 0.005``), and
-:func:`torchawp.validation.validate` checks every value once, at load, raising a
+:func:`torchawp.config.resolve.validate` checks every value once, at load, raising a
 :class:`~torchawp.errors.ConfigError` that names the field and the allowed range.
 
 Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for CIFAR L-inf).

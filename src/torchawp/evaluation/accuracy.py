@@ -1,6 +1,6 @@
 """Clean and robust accuracy of a model on a dataset, in eval mode: the per-epoch evaluation of
 a training run (:func:`evaluate`) and per-example correctness with resumable state
-(:func:`correct_mask`), which the checkpoint suite (:mod:`torchawp.suite`) builds on."""
+(:func:`correct_mask`), which the checkpoint suite (:mod:`torchawp.evaluation.suite`) builds on."""
 
 from __future__ import annotations
 

@@ -221,7 +221,7 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     makes it resumable; saved results are tied to the checkpoint's SHA-256 and the data's.
     The worst case comes from a cascade (:func:`run_suite`); ``per_attack`` gives every
     attack's own accuracy too. ``backdoor`` = ``(trigger, target)`` adds the trigger's success
-    rate on test images of other classes (:func:`torchawp.backdoor.backdoor_metrics`).
+    rate on test images of other classes (:func:`torchawp.studies.backdoor.backdoor_metrics`).
     """
     model, splits, threat = load_for_eval(path, which, device, data_dir, eps, norm)
     return evaluate_model(model, splits, threat, str(resolve_checkpoint(path, which)), which,

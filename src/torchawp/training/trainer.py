@@ -1,6 +1,6 @@
 """The trainer: :class:`Trainer` builds a run from a config, :meth:`Trainer.fit` runs it (build,
-fit, one epoch, one step). Files are :class:`~torchawp.rundir.RunDir`'s business; the entry
-point that also prepares RST's self-labelled data is :func:`torchawp.engine.train`."""
+fit, one epoch, one step). Files are :class:`~torchawp.training.rundir.RunDir`'s business; the entry
+point that also prepares RST's self-labelled data is :func:`torchawp.training.run.train`."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class Trainer:
         cfg: the run's :class:`TrainConfig` (validated here, method defaults filled in).
         model: any ``nn.Module`` taking [0, 1] images (default: the registry's ``cfg.model``).
         splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`);
-            ``data.extra_data: auto`` runs start with :func:`torchawp.train`, which prepares it.
+            ``data.extra_data: auto`` runs start with :func:`torchawp.training.trainer`, which prepares it.
         callbacks: :class:`~torchawp.training.callbacks.Callback` objects called after the
             run's own (progress, TensorBoard, the estimate, the flatness probe).
     """
@@ -195,7 +195,7 @@ class Trainer:
     def evaluate_epoch(self, splits=("train", "val", "test"),
                        net: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
         """The epoch's metrics of ``net`` (default: the model) on ``splits``
-        (:func:`~torchawp.evaluate.evaluate_splits`: the protocol of ``torchawp eval``); None if
+        (:func:`~torchawp.evaluation.accuracy.evaluate_splits`: the protocol of ``torchawp eval``); None if
         a stop signal interrupted it. The progress bar counts the evaluated images."""
         e = self.cfg.eval
         return evaluate_splits(
