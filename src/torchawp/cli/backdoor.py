@@ -11,7 +11,8 @@ from typing import Annotated, Literal, Optional
 
 import tyro
 
-from ..studies.backdoor import AUTHORS_N_CLEAN, Trigger, check_target, clean_images, injection_sweep
+from ..studies.backdoor import (AUTHORS_N_CLEAN, Trigger, check_target, clean_images,
+                                injection_sweep)
 from ..io.checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..io.paths import exclusive_lock

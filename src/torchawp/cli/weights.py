@@ -15,7 +15,8 @@ from ..attacks import PGD, Threat
 from ..data import load_splits
 from ..errors import ConfigError
 from ..weightspace.flatness import average_case_flatness, worst_case_flatness
-from ..weightspace.landscape import landscape_1d, landscape_2d, plot_landscape_2d, plot_landscapes_1d
+from ..weightspace.landscape import (landscape_1d, landscape_2d, plot_landscape_2d,
+                                     plot_landscapes_1d)
 from ..io.robustbench import load_robustbench
 from ..io.paths import make_directory
 from ..training.rundir import RunDir

@@ -9,5 +9,6 @@ from .store import open_store, verify_store
 from .store_import import import_store
 
 __all__ = ["DATASETS", "ArrayDataset", "BatchLoader", "DatasetInfo", "Splits", "augment",
-           "changed_data", "data_fingerprint", "import_store", "load_extra", "load_splits", "open_store", "register_dataset",
+           "changed_data", "data_fingerprint", "import_store", "load_extra", "load_splits",
+           "open_store", "register_dataset",
            "save_extra", "to_float", "verify_store"]

@@ -8,5 +8,6 @@ from .mart import mart_loss
 from .standard import standard_loss
 from .trades import trades_loss
 
-__all__ = ["METHODS", "BNPolicy", "LossOutput", "Method", "MethodSpec", "at_loss", "get_method", "mart_loss",
+__all__ = ["METHODS", "BNPolicy", "LossOutput", "Method", "MethodSpec", "at_loss", "get_method",
+           "mart_loss",
            "method_names", "register_method", "standard_loss", "trades_loss"]

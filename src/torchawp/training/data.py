@@ -17,7 +17,7 @@ def run_data(cfg: TrainConfig, splits: Optional[Splits], device: torch.device, d
              generator: torch.Generator) -> tuple[Splits, BatchLoader]:
     """``(splits, training loader)``: ``splits`` as given (or read as ``cfg.data`` says), with
     ``data.extra_data`` loaded unless the caller prepared it (``extra_data: auto`` runs start
-    with :func:`torchawp.training.trainer`, which does). In-memory sets move to ``device``; image stores
+    with :func:`torchawp.train`, which does). In-memory sets move to ``device``; image stores
     stay on disk and their batches move."""
     d = cfg.data
     splits = splits or load_splits(d.name, d.data_dir, d.val_size, d.split_seed, d.train_subset,

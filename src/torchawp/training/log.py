@@ -16,7 +16,7 @@ from ..methods import get_method
 
 @dataclasses.dataclass
 class RunResult:
-    """What :func:`torchawp.training.trainer` returns: the run directory and the metrics rows (epochs
+    """What :func:`torchawp.train` returns: the run directory and the metrics rows (epochs
     counted from 1)."""
 
     run_dir: Path

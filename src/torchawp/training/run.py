@@ -2,7 +2,8 @@
 
 It resolves the run directory, locks it, prepares the data (for RST with
 ``data.extra_data: auto``, trains the standard labeller and pseudo-labels the hidden images
-first), then hands everything to :class:`~torchawp.training.trainer.Trainer`. Nothing trains inside a
+first), then hands everything to :class:`~torchawp.training.trainer.Trainer`. Nothing trains
+inside a
 constructor.
 """
 

@@ -1,6 +1,7 @@
 """The trainer: :class:`Trainer` builds a run from a config, :meth:`Trainer.fit` runs it (build,
-fit, one epoch, one step). Files are :class:`~torchawp.training.rundir.RunDir`'s business; the entry
-point that also prepares RST's self-labelled data is :func:`torchawp.training.run.train`."""
+fit, one epoch, one step). Files are :class:`~torchawp.training.rundir.RunDir`'s business;
+the entry point that also prepares RST's self-labelled data is
+:func:`torchawp.training.run.train`."""
 
 from __future__ import annotations
 
@@ -15,27 +16,27 @@ import torch
 from torch import nn
 
 from ..attacks import PGD
-from ..perturbations import AWP
-from ..io.checkpoint import load_state_dict_into, read_weights
 from ..config import TrainConfig
+from ..config.recipes import to_dict
+from ..config.resolve import validate
 from ..data import Splits, data_fingerprint
-from .ema import EMA
 from ..errors import TrainingDiverged, TrainingInterrupted
-from .estimate import eval_images
 from ..evaluation.accuracy import evaluate_splits
+from ..io.checkpoint import load_state_dict_into, read_weights
 from ..methods import get_method
 from ..models import create_model
+from ..perturbations import AWP
 from ..plots import plot_curves
-from ..config.recipes import to_dict
-from .data import run_data
-from .rundir import RunDir, default_run_dir
-from .callbacks import Callback, Estimate, FlatnessProbe, Progress, TensorBoard
-from .log import Best, EpochTotals, RunResult
 from ..runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
-                      resolve_device, rng_state, seed_everything, set_rng_state,
-                      stop_on_signals, warn_if_cpus_are_taken)
+                       resolve_device, rng_state, seed_everything, set_rng_state,
+                       stop_on_signals, warn_if_cpus_are_taken)
+from .callbacks import Callback, Estimate, FlatnessProbe, Progress, TensorBoard
+from .data import run_data
+from .ema import EMA
+from .estimate import eval_images
+from .log import Best, EpochTotals, RunResult
+from .rundir import RunDir, default_run_dir
 from .schedules import build_optimizer, build_scheduler
-from ..config.resolve import validate
 
 
 class Trainer:
@@ -45,7 +46,7 @@ class Trainer:
         cfg: the run's :class:`TrainConfig` (validated here, method defaults filled in).
         model: any ``nn.Module`` taking [0, 1] images (default: the registry's ``cfg.model``).
         splits: data to use instead of ``cfg.data`` (train / val / test :class:`ArrayDataset`);
-            ``data.extra_data: auto`` runs start with :func:`torchawp.training.trainer`, which prepares it.
+            ``data.extra_data: auto`` runs start with :func:`torchawp.train`, which prepares it.
         callbacks: :class:`~torchawp.training.callbacks.Callback` objects called after the
             run's own (progress, TensorBoard, the estimate, the flatness probe).
     """
@@ -195,8 +196,9 @@ class Trainer:
     def evaluate_epoch(self, splits=("train", "val", "test"),
                        net: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
         """The epoch's metrics of ``net`` (default: the model) on ``splits``
-        (:func:`~torchawp.evaluation.accuracy.evaluate_splits`: the protocol of ``torchawp eval``); None if
-        a stop signal interrupted it. The progress bar counts the evaluated images."""
+        (:func:`~torchawp.evaluation.accuracy.evaluate_splits`: the protocol of ``torchawp
+        eval``); None if a stop signal interrupted it. The progress bar counts the evaluated
+        images."""
         e = self.cfg.eval
         return evaluate_splits(
             net or self.net, self.splits, self.eval_attack if e.steps > 0 else None, splits,
