@@ -111,10 +111,15 @@ class WeightPerturbation:
         add_(self.params, self._v, alpha=-1.0)
         self._v = None
 
+    def before_step(self) -> None:
+        """Called between the backward at ``w + v`` and the optimizer's step: nothing for AWP,
+        which steps at ``w + v`` (the authors' semantics); SAM removes ``v`` here, stepping at
+        ``w`` with the gradient from ``w + v``."""
+
     @contextlib.contextmanager
     def perturbed(self, closure: Closure, on: bool = True, grads=None) -> Iterator[None]:
-        """``with p.perturbed(closure): loss.backward(); optimizer.step()`` perturbs on entry
-        and restores on exit (also on error). ``on=False`` (this step without it, e.g. in the
+        """``with p.perturbed(closure): loss.backward(); p.before_step(); optimizer.step()``
+        perturbs on entry and restores on exit (also on error). ``on=False`` (this step without it, e.g. in the
         warm-up: ``p.perturbed(closure, p.applies_in(epoch))``) runs the body unperturbed."""
         if on:
             self.perturb(closure, grads)
