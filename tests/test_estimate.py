@@ -134,6 +134,12 @@ def test_dry_run_says_the_plan_and_the_time_from_timed_steps(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_dry_run_of_rst_says_the_labeller_is_not_in_the_estimate(capsys):
+    assert main(["train", "--dry-run", "--method", "rst-awp"]) == 0
+    out = capsys.readouterr().out
+    assert "first, a standard labeller trains" in out and "(not in the estimate)" in out
+
+
 def test_dry_run_refuses_what_the_run_would_refuse(capsys, tmp_path):
     assert main(["train", "--dry-run", "--data.name", "cifar10", "--data.data-dir",
                  str(tmp_path)]) == 2

@@ -130,7 +130,7 @@ def measure(trainer, timed_steps: int = 3) -> dict:
     step_seconds = {}
     for awp_on in sorted(set(awp_epochs)):
         seconds = []
-        for i in range(timed_steps + (0 if step_seconds else 1)):
+        for _ in range(timed_steps + (0 if step_seconds else 1)):
             _, x, y = next(batches, (None, None, None))
             if x is None:  # a tiny set: start its epoch again
                 batches = iter(trainer.train_loader.batches())

@@ -123,5 +123,8 @@ def dry_run(cfg, timed_steps: int = 3) -> tuple[str, str]:
         splits.extra = splits.unused
     trainer = Trainer(cfg, splits=splits)
     plan = plan_line(trainer.cfg, trainer.splits, trainer.steps_per_epoch)
+    if d.extra_data == "auto":
+        plan += (f"; first, a standard labeller trains {d.self_label_epochs} epochs on the "
+                 f"labelled images (not in the estimate)")
     return plan, estimate_line(measure(trainer, timed_steps), 0, trainer.cfg.epochs) + (
         f" (from {timed_steps} timed steps and one evaluation batch)")
