@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchawp.perturbations import AWP, SAM, RandomWeightNoise, WeightPerturbation
+from torchawp.perturbations import (AWP, RWP, SAM, PractitionersAWP, RandomWeightNoise,
+                                    WeightPerturbation)
 
 
 def test_random_noise_has_awps_size_per_tensor_and_runs_no_closure(tiny_net, batch):
@@ -95,3 +96,83 @@ def test_sam_and_asam_equal_davda54s_two_steps_in_float64(adaptive, rho):
         F.cross_entropy(plain(x), y).backward()
         plain_opt.step()
     assert not torch.allclose(plain.fc.weight, ours.fc.weight, atol=1e-6)
+
+
+def test_rwp_equals_the_authors_proxy_loop_in_float64():
+    """Three AT-RWP steps (SGD momentum, weight decay; the model steps at w + v as in the
+    authors' loop) against a transcription of their two-proxy RobustWeightPerturb: parameters
+    equal to 1e-10. The threshold is set so that some examples drive the ascent and some do
+    not, and gamma so that v moves the steps."""
+    from .conftest import TinyBNNet
+    from .reference import rwp_proxy
+
+    torch.manual_seed(0)
+    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
+    theirs.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(5)
+    batches = [(torch.rand(32, 1, 8, 8, generator=g, dtype=torch.float64),
+                torch.randint(0, 10, (32,), generator=g)) for _ in range(3)]
+    with torch.no_grad():
+        losses = F.cross_entropy(ours(batches[0][0]), batches[0][1], reduction="none")
+    threshold = losses.median().item()  # half the batch below it, half above
+    gamma = rwp_proxy.rwp_direction.gamma = 0.05
+    sgd = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), **sgd) for m in (ours, theirs))
+    rwp = RWP(ours, gamma=gamma, threshold=threshold)
+    for x, y in batches:
+        with rwp.perturbed(lambda m: F.cross_entropy(m(x), y, reduction="none")):
+            v = rwp._v
+            w = torch.cat([(p.detach() - t).flatten() for p, t in zip(rwp.params, v)])
+            opt.zero_grad()
+            F.cross_entropy(ours(x), y).backward()
+            opt.step()
+        direction = rwp_proxy.rwp_direction(theirs, x, y, threshold)
+        rwp_proxy.add(theirs, direction, gamma)
+        ref_opt.zero_grad()
+        F.cross_entropy(theirs(x), y).backward()
+        ref_opt.step()
+        rwp_proxy.add(theirs, direction, -gamma)
+        assert sum(t.norm() ** 2 for t in v) ** 0.5 > 0  # a real perturbation every step
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0), name
+    # ||v|| is gamma ||w|| over all selected tensors together, not per tensor
+    assert torch.cat([t.flatten() for t in v]).norm().item() == pytest.approx(
+        gamma * w.norm().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one loss per example"):
+        rwp.perturb(lambda m: F.cross_entropy(m(x), y))
+
+
+@pytest.mark.parametrize("adv_lr, adv_eps", [(0.5, 0.01), (0.01, 0.2)])  # box binds / does not
+def test_the_practitioners_awp_equals_the_copied_class_in_float64(adv_lr, adv_eps):
+    """Three steps with two inner steps each (SGD momentum, weight decay) against a
+    transcription of the Kaggle class: parameters equal to 1e-10; its tensors are every
+    "weight" (BatchNorm's too), and the box holds."""
+    from .conftest import TinyBNNet
+    from .reference.practitioners_awp import ReferencePractitionersAWP
+
+    torch.manual_seed(0)
+    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
+    theirs.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(7)
+    batches = [(torch.rand(16, 1, 8, 8, generator=g, dtype=torch.float64),
+                torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+    sgd = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), **sgd) for m in (ours, theirs))
+    awp = PractitionersAWP(ours, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=2)
+    ref = ReferencePractitionersAWP(theirs, ref_opt, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=2)
+    assert [n for n, _ in awp.named_params] == ["conv.weight", "bn.weight", "fc.weight"]
+    for x, y in batches:
+        with awp.perturbed(lambda m: F.cross_entropy(m(x), y)):
+            v = awp._v
+            assert all((t.abs() <= adv_eps * (p - t).abs() + 1e-15).all()
+                       for t, p in zip(v, awp.params))  # inside the elementwise box
+            opt.zero_grad()
+            F.cross_entropy(ours(x), y).backward()
+            awp.before_step()  # the step is taken at w
+            opt.step()
+        ref_opt.zero_grad()
+        F.cross_entropy(theirs(x), y).backward()
+        ref.attack_backward(lambda: F.cross_entropy(theirs(x), y))
+        ref_opt.step()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0), name

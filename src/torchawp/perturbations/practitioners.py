@@ -1,0 +1,73 @@
+"""The practitioners' AWP: the ~60-line class copied across Kaggle NLP solutions and wrapped for
+the Hugging Face Trainer. It is AWP's idea (climb the loss in weight space, take the gradient
+there) with another ball and no adversarial examples, so it has its own name here, never "the
+paper's AWP".
+
+For every trainable tensor whose name contains ``param_name`` (default ``"weight"``: embeddings
+and LayerNorm weights too), ``adv_step`` times::
+
+    r = adv_lr * g / (||g|| + 1e-6) * (||w + v|| + 1e-6);   v <- clip(v + r, -adv_eps |w|, adv_eps |w|)
+
+elementwise, ``g`` the gradient at the current ``w + v`` (a tensor whose gradient is zero or
+NaN is left alone); the gradient the optimizer uses is the loss's at the final ``w + v``, and
+the step is taken back at ``w`` (:meth:`before_step`), as the original restores its backup
+before ``optimizer.step()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..perturb import add_
+from .base import Closure, WeightPerturbation
+
+
+class PractitionersAWP(WeightPerturbation):
+    """The Kaggle-style AWP (see the module).
+
+    Args:
+        model, warmup_epochs (the original's ``start_epoch``), finite_only: as
+            :class:`WeightPerturbation`.
+        adv_lr: relative step (1e-4 to 1 in use); ``<= 0`` disables it.
+        adv_eps: the elementwise box, relative to ``|w|`` (1e-4 to 0.2 in use).
+        adv_step: steps (the original's default 1).
+        param_name: the substring a tensor's name must contain.
+    """
+
+    name = "awp-practitioners"
+
+    def __init__(self, model: nn.Module, adv_lr: float = 1.0, adv_eps: float = 0.2,
+                 adv_step: int = 1, param_name: str = "weight", warmup_epochs: int = 0,
+                 finite_only: bool = False):
+        if adv_step < 1:
+            raise ValueError(f"adv_step must be >= 1 (got {adv_step})")
+        super().__init__(model, lambda name, p: param_name in name, warmup_epochs, finite_only)
+        self.adv_lr, self.adv_eps, self.adv_step = float(adv_lr), float(adv_eps), int(adv_step)
+
+    @property
+    def enabled(self) -> bool:
+        return self.adv_lr > 0
+
+    @torch.no_grad()
+    def compute(self, closure: Closure, grads=None) -> list[torch.Tensor]:
+        box = [self.adv_eps * p.abs() for p in self.params]  # at w: the original's backup
+        v = [torch.zeros_like(p) for p in self.params]
+        for step in range(self.adv_step):
+            if step or grads is None:  # the first gradient may come from the user's backward
+                add_(self.params, v)
+                try:
+                    grads = self.ascent_gradients(closure)
+                finally:
+                    add_(self.params, v, alpha=-1.0)
+            for vi, p, g, bound in zip(v, self.params, grads, box):
+                g_norm = torch.linalg.vector_norm(g)
+                if g_norm == 0 or torch.isnan(g_norm):  # one host sync per tensor, as the original
+                    continue
+                r = self.adv_lr * g / (g_norm + 1e-6) * (torch.linalg.vector_norm(p + vi) + 1e-6)
+                vi.copy_(torch.minimum(torch.maximum(vi + r, -bound), bound))
+        return v
+
+    def before_step(self) -> None:
+        """The step is taken at ``w`` with the gradient from ``w + v``."""
+        self.restore()
