@@ -52,6 +52,18 @@ def test_a_perturbation_of_your_own_is_one_subclass(tiny_net, batch):
         p.perturb(closure)
 
 
+def _twins(seed: int, n: int = 16):
+    """Two float64 copies of one conv + BN + linear net, and three seeded batches."""
+    from .conftest import TinyBNNet
+
+    torch.manual_seed(0)
+    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
+    theirs.load_state_dict(ours.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    return ours, theirs, [(torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64),
+                           torch.randint(0, 10, (n,), generator=g)) for _ in range(3)]
+
+
 @pytest.mark.parametrize("adaptive, rho", [(False, 0.05), (True, 0.5)])
 def test_sam_and_asam_equal_davda54s_two_steps_in_float64(adaptive, rho):
     """Three SGD steps (momentum, weight decay) on a conv + BN + linear net: torchawp's SAM /
@@ -61,12 +73,7 @@ def test_sam_and_asam_equal_davda54s_two_steps_in_float64(adaptive, rho):
     from .conftest import TinyBNNet
     from .reference.sam_reference import ReferenceSAM
 
-    torch.manual_seed(0)
-    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
-    theirs.load_state_dict(ours.state_dict())
-    g = torch.Generator().manual_seed(3)
-    batches = [(torch.rand(16, 1, 8, 8, generator=g, dtype=torch.float64),
-                torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+    ours, theirs, batches = _twins(3)
     sgd = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt = torch.optim.SGD(ours.parameters(), **sgd)
     ref = ReferenceSAM(theirs.parameters(), torch.optim.SGD(theirs.parameters(), **sgd), rho,
@@ -103,15 +110,9 @@ def test_rwp_equals_the_authors_proxy_loop_in_float64():
     authors' loop) against a transcription of their two-proxy RobustWeightPerturb: parameters
     equal to 1e-10. The threshold is set so that some examples drive the ascent and some do
     not, and gamma so that v moves the steps."""
-    from .conftest import TinyBNNet
     from .reference import rwp_proxy
 
-    torch.manual_seed(0)
-    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
-    theirs.load_state_dict(ours.state_dict())
-    g = torch.Generator().manual_seed(5)
-    batches = [(torch.rand(32, 1, 8, 8, generator=g, dtype=torch.float64),
-                torch.randint(0, 10, (32,), generator=g)) for _ in range(3)]
+    ours, theirs, batches = _twins(5, n=32)
     with torch.no_grad():
         losses = F.cross_entropy(ours(batches[0][0]), batches[0][1], reduction="none")
     threshold = losses.median().item()  # half the batch below it, half above
@@ -147,15 +148,9 @@ def test_the_practitioners_awp_equals_the_copied_class_in_float64(adv_lr, adv_ep
     """Three steps with two inner steps each (SGD momentum, weight decay) against a
     transcription of the Kaggle class: parameters equal to 1e-10; its tensors are every
     "weight" (BatchNorm's too), and the box holds."""
-    from .conftest import TinyBNNet
     from .reference.practitioners_awp import ReferencePractitionersAWP
 
-    torch.manual_seed(0)
-    ours, theirs = TinyBNNet().double(), TinyBNNet().double()
-    theirs.load_state_dict(ours.state_dict())
-    g = torch.Generator().manual_seed(7)
-    batches = [(torch.rand(16, 1, 8, 8, generator=g, dtype=torch.float64),
-                torch.randint(0, 10, (16,), generator=g)) for _ in range(3)]
+    ours, theirs, batches = _twins(7)
     sgd = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt, ref_opt = (torch.optim.SGD(m.parameters(), **sgd) for m in (ours, theirs))
     awp = PractitionersAWP(ours, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=2)

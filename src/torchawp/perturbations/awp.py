@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..perturb import ParamFilter, RelativeL2Ball, add_
+from ..perturb import ParamFilter, RelativeL2Ball
 from .base import Closure, WeightPerturbation
 
 
@@ -99,10 +99,6 @@ class AWP(WeightPerturbation):
             return ball.step(grads, self.gamma, inplace=True)
         v = [torch.zeros_like(p) for p in self.params]
         for _ in range(self.steps):
-            add_(self.params, v)  # the gradient is taken at w + v ...
-            try:
-                grads = self.ascent_gradients(closure)
-            finally:
-                add_(self.params, v, alpha=-1.0)  # ... and the weights are back at w
+            grads = self.gradients_at(v, closure)
             v = ball.project(torch._foreach_add(v, ball.step(grads, self.step_size)))
         return v

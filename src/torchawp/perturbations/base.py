@@ -71,6 +71,15 @@ class WeightPerturbation:
             self.model.train(was_training)
         return self.averaged(grads)
 
+    def gradients_at(self, v: list[torch.Tensor], closure: Closure) -> list[torch.Tensor]:
+        """:meth:`ascent_gradients` taken at ``w + v`` (the steps of a multi-step ascent); the
+        weights are back at ``w`` afterwards, also on error."""
+        add_(self.params, v)
+        try:
+            return self.ascent_gradients(closure)
+        finally:
+            add_(self.params, v, alpha=-1.0)
+
     def averaged(self, grads) -> list[torch.Tensor]:
         """Zeros for unused tensors; under DDP the average over ranks."""
         grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)]

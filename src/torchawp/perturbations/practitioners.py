@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..perturb import add_
 from .base import Closure, WeightPerturbation
 
 
@@ -55,11 +54,7 @@ class PractitionersAWP(WeightPerturbation):
         v = [torch.zeros_like(p) for p in self.params]
         for step in range(self.adv_step):
             if step or grads is None:  # the first gradient may come from the user's backward
-                add_(self.params, v)
-                try:
-                    grads = self.ascent_gradients(closure)
-                finally:
-                    add_(self.params, v, alpha=-1.0)
+                grads = self.gradients_at(v, closure)
             for vi, p, g, bound in zip(v, self.params, grads, box):
                 g_norm = torch.linalg.vector_norm(g)
                 if g_norm == 0 or torch.isnan(g_norm):  # one host sync per tensor, as the original

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..perturb import ParamFilter, add_
+from ..perturb import ParamFilter
 from .base import Closure, WeightPerturbation
 
 
@@ -67,11 +67,7 @@ class RWP(WeightPerturbation):
         w_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.params)))
         total, v = None, [torch.zeros_like(p) for p in self.params]
         for _ in range(self.steps):
-            add_(self.params, v)  # the gradient is taken at w + v ...
-            try:
-                g = self.ascent_gradients(loss)
-            finally:
-                add_(self.params, v, alpha=-1.0)  # ... and the weights are back at w
+            g = self.gradients_at(v, loss)
             total = g if total is None else torch._foreach_add(total, g)
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total)))
             v = torch._foreach_mul(total, self.gamma * w_norm / (norm + 1e-20))
