@@ -64,7 +64,9 @@ def test_a_store_imported_again_at_the_same_path_is_refused_on_resume_and_eval(p
     code, _, err = run_cli(capsys, "eval", "run", "--attacks", "pgd2", "--no-checks",
                            "--data-dir", "store")
     assert code == 0 and "holds other data than the run trained on" in err
-    _store(places / "a.npz", store)  # the same content again: resumes
+    (places / "moved").mkdir()
+    (places / "a.npz").rename(places / "moved" / "a.npz")
+    _store(places / "moved" / "a.npz", store)  # the same content again, from elsewhere: resumes
     code, _, err = run_cli(capsys, "train", "--resume", "run", "--epochs", "2")
     assert code == 0, err
 

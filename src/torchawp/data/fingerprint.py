@@ -11,23 +11,27 @@ image folders) are not fingerprinted.
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 from typing import Optional
 
 
 def file_fingerprint(path: str | Path) -> Optional[str]:
-    """SHA-256 of a store's ``card.json`` or of an ``.npz``'s member list (names, sizes,
-    CRC-32s); None for anything else (or what cannot be read: the readers say why)."""
+    """SHA-256 of a store's card (its files' SHA-256s, shapes, classes, statistics; not the
+    path it was imported from) or of an ``.npz``'s member list (names, sizes, CRC-32s); None
+    for anything else (or what cannot be read: the readers say why)."""
     path = Path(path)
     try:
-        if (path / "card.json").is_file():
-            return hashlib.sha256((path / "card.json").read_bytes()).hexdigest()
+        if (path / "card.json").is_file():  # the content it describes, not where it came from
+            card = json.loads((path / "card.json").read_text())
+            card.pop("source", None)
+            return hashlib.sha256(json.dumps(card, sort_keys=True).encode()).hexdigest()
         if path.is_file() and zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 members = sorted((i.filename, i.file_size, i.CRC) for i in zf.infolist())
             return hashlib.sha256(repr(members).encode()).hexdigest()
-    except OSError:
+    except (OSError, ValueError):  # unreadable or not JSON: the readers say why
         return None
     return None
 
