@@ -96,7 +96,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema, wrap=lambda m: execution_nets(
             m, cfg.precision, False, False, self.device, DistEnv())[0]) if cfg.ema else None
 
-        self.start_epoch = self.epoch = 0  # epochs done before this process started; current
+        self.start_epoch = 0  # epochs done before this process started
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
         self.totals = EpochTotals.zeros(self.device)
         self.epoch_data_state = self.data_gen.get_state()
@@ -170,7 +170,7 @@ class Trainer:
         """Train epoch ``epoch`` (0-based index) from ``self.step`` on (non-zero after a
         mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
         it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
-        self.epoch = self.method.epoch = epoch
+        self.method.epoch = epoch  # 0-based, for losses that schedule by epoch
         awp_on = self.awp is not None and self.awp.applies_in(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
