@@ -55,17 +55,22 @@ def render() -> str:
              "command's `--help`, verbatim. `torchawp --help` lists the commands.", "",
              "Conventions: every command's options are a dataclass read by tyro. Options are "
              "spelled with hyphens, and the underscore spelling is read the same way in every "
-             "command (`--n_examples` is `--n-examples`, `--data.data_dir` is "
-             "`--data.data-dir`); `train`'s options are the config's fields, `--group.field`. A "
+             "command (`--n_examples` is `--n-examples`); `train`'s options are the config's "
+             "fields, `--group.field`, except the concepts every command shares, spelled as "
+             "everywhere: `--dataset`, `--data-dir`, `--eps`, `--norm`, `--step-size`, "
+             "`--n-examples`, `--attack-restarts`. A "
              "yes/no option is a flag pair (`--progress` / `--no-progress`); None is spelled "
              "`None`; a list is given as words (`--optim.milestones 100 150`) or as one YAML "
              "list (`[100, 150]`), a mapping as YAML (`--model-args '{width: 16}'`). "
-             "`--out-dir` names a directory and `--out` a file; `--which` picks the checkpoint "
-             "of a run; `--n-examples` counts the images measured; `--data-dir` is where the "
+             "`--out-dir` names a directory and `--out` a file; `--which` picks a run's "
+             "checkpoints with the same words everywhere (`all`, the default where several are "
+             "measured; `both`: best and last; `ema`: both averages; or one of them, `best` "
+             "by default where one is read); `--n-examples` counts the images measured; `--data-dir` is where the "
              "dataset's files are and `--dataset` names one; `--steps` and `--attack-restarts` "
              "are the attack's steps and random restarts. A spelling of the last release "
              "(an option renamed for one name per concept, `--progress false`, `null`) keeps "
-             "working for one release, with a one-line notice.", ""]
+             "working for one release, with a one-line notice; the help lists a renamed "
+             "option's former name first (`--attack.eps FLOAT, --eps FLOAT`), then its name.", ""]
     for command in COMMANDS:
         parts += [f"## torchawp {' '.join(command)}", "", "```text", help_text(command), "```", ""]
     return "\n".join(parts)

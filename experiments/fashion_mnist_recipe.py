@@ -1,7 +1,7 @@
 """The Fashion-MNIST CPU recipe, run as the README's walk-through runs it: the two commands,
 timed, and what they print.
 
-    torchawp train --data.name fashion-mnist --out-dir RUN   # the fashion_mnist recipe
+    torchawp train --dataset fashion-mnist --out-dir RUN   # the fashion_mnist recipe
     torchawp eval RUN --n-examples 1000
 
 Needs Fashion-MNIST's IDX files (Debian: apt-get install dataset-fashion-mnist).
@@ -58,7 +58,7 @@ def main() -> int:
     if not args.report_only:
         with tempfile.TemporaryDirectory(prefix="fmnist_") as tmp:
             run = Path(tmp) / "run"
-            train = timed(["train", "--data.name", "fashion-mnist", "--out-dir", str(run),
+            train = timed(["train", "--dataset", "fashion-mnist", "--out-dir", str(run),
                            "--no-progress"])
             evaluate = timed(["eval", str(run), "--n-examples", "1000"])
             first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])

@@ -7,7 +7,7 @@ from torchawp.cli import main
 
 TINY = ["--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "2",
         "--no-progress", "--attack.steps", "2", "--eval.steps", "2",
-        "--eval.train_examples", "50", "--eval.max_examples", "100", "--data.train_subset", "300",
+        "--eval.train_examples", "50", "--n-examples", "100", "--data.train_subset", "300",
         "--optim.milestones", "[1]", "--awp.warmup_epochs", "0"]
 
 
@@ -76,18 +76,18 @@ def test_rst_on_digits_hides_labels_and_self_labels_them(capsys, method):
 
 @pytest.mark.parametrize("args,message", [
     (["--awp.gamma", "-1"], "awp.gamma must be >= 0"),
-    (["--attack.eps", "8"], "attack.eps must be in [0, 1]"),
-    (["--attack.step_size", "-0.1"], "attack.step_size must be in [0, 1]"),
+    (["--eps", "8"], "attack.eps must be in [0, 1]"),
+    (["--step-size", "-0.1"], "attack.step_size must be in [0, 1]"),
     (["--method", "trades-aw"], "did you mean 'trades-awp'"),
     (["--model", "preact_resnet"], "did you mean 'preact_resnet18'"),
-    (["--data.name", "cifar-10"], "did you mean 'cifar10'"),
+    (["--dataset", "cifar-10"], "did you mean 'cifar10'"),
     (["--data.batch_size", "0"], "data.batch_size must be an integer >= 1"),
     (["--method", "rst", "--data.train_subset", "None"], "set data.train_subset"),
     (["--method", "rst", "--data.train_subset", "1003"], "left none; lower data.train_subset"),
     (["--awp.gama", "0.1"], "unknown option --awp.gama; did you mean --awp.gamma?"),
     (["--awp.gamma", "abc"], "--awp.gamma must be a number or None; got 'abc'"),
     (["--config", "cifar10_prn18_at_aw"], "did you mean 'cifar10_prn18_at_awp'"),
-    (["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent", "--epochs", "1"],
      "cifar10 not found"),
 ])
 def test_bad_input_is_one_clear_line(capsys, args, message):
@@ -187,9 +187,32 @@ def test_landscape_and_flatness_commands(tmp_path, capsys):
     assert result[0]["pgd_restarts"] == 2
 
 
-def test_probe_flatness_alias(capsys):
-    code, out, _ = run_cli(capsys, "train", "--probe-flatness-every", "5", "--dry-run")
-    assert code == 0 and yaml.safe_load(out)["eval"]["flatness_every"] == 5
+def test_train_spells_the_shared_concepts_as_every_command_and_reads_former_names(capsys):
+    """One name per concept: train's dataset, data directory, eps, norm, PGD step, number of
+    images and restarts are spelled as in eval; the nested names of the last release (and
+    --probe-flatness-every) are read with one notice each."""
+    new = ["--dataset", "digits", "--data-dir", "d", "--eps", "0.1", "--norm", "l2",
+           "--step-size", "0.02", "--n-examples", "50", "--attack-restarts", "2",
+           "--eval.flatness-every", "5"]
+    old = ["--data.name", "digits", "--data.data_dir", "d", "--attack.eps", "0.1",
+           "--attack.norm", "l2", "--attack.step-size", "0.02", "--eval.max-examples", "50",
+           "--eval.restarts", "2", "--probe-flatness-every", "5"]
+    outputs = []
+    for args in (new, old):
+        code, out, err = run_cli(capsys, "train", *args, "--dry-run")
+        assert code == 0, err
+        out = out.split("\n# ")[0]  # the resolved config, without the timing lines
+        cfg = yaml.safe_load(out)
+        assert (cfg["data"]["name"], cfg["attack"]["eps"], cfg["attack"]["norm"],
+                cfg["attack"]["step_size"], cfg["eval"]["max_examples"],
+                cfg["eval"]["restarts"], cfg["eval"]["flatness_every"]) == (
+            "digits", 0.1, "l2", 0.02, 50, 2, 5)
+        assert cfg["data"]["data_dir"].endswith("/d")
+        outputs.append((out, err))
+    (out_new, err_new), (out_old, err_old) = outputs
+    assert out_new == out_old and "is now" not in err_new
+    for former, name in zip(old[::2], new[::2]):
+        assert err_old.count(f"{former} is now {name};") == 1, err_old
 
 
 def test_eval_runs_once_when_the_last_epoch_is_the_best(tmp_path, capsys):

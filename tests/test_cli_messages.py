@@ -30,7 +30,7 @@ def test_awp_settings_that_make_awp_a_no_op_are_refused(capsys, args, message):
     (["--method", "trades-awp"], 0.01, 10),  # the digits recipe sets them for every method
     (["--config", "cifar10_prn18_trades_awp"], 0.005, 9),  # the script counts epochs from 1
     (["--config", "cifar10_prn18_at_awp"], 0.01, 0),
-    (["--data.name", "cifar10", "--method", "mart-awp"], 0.005, 10),  # the method's defaults
+    (["--dataset", "cifar10", "--method", "mart-awp"], 0.005, 10),  # the method's defaults
 ])
 def test_dry_run_shows_the_awp_settings_that_will_run(capsys, args, gamma, warmup):
     code, out, err = run_cli(capsys, "train", *args, "--dry-run")
@@ -86,7 +86,7 @@ def test_flatness_table_columns_stay_apart(tmp_path, capsys, two_epochs):
     (["--no-such"], "unknown option --no-such"),
     (["--epochs"], "--epochs needs a value: an integer"),
     (["--progress=maybe"], "--progress is a flag and takes no value"),
-    (["--eps", "0.1"], "unknown option --eps; did you mean --attack.eps?"),
+    (["--data.dataset", "x"], "unknown option --data.dataset; did you mean --dataset?"),
     (["--batch-size", "0"], "did you mean --data.batch-size?"),
     (["--resume"], "--resume needs the run to continue"),
 ])

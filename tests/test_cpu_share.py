@@ -82,10 +82,10 @@ def test_a_refusal_is_one_line_however_busy_the_machine(monkeypatch, capsys, two
 
     x = np.full((60, 8, 8), np.nan, dtype=np.float32)
     np.savez(bad, x_train=x, y_train=np.arange(60) % 2, x_test=x, y_test=np.arange(60) % 2)
-    for args in (["--resume", str(run), "--attack.eps", "0.1"],
+    for args in (["--resume", str(run), "--eps", "0.1"],
                  ["--out-dir", str(run), *TINY],
                  ["--resume", str(tmp_path / "nothing")],
-                 ["--out-dir", str(tmp_path / "new"), "--data.name", "npz", "--data.data-dir",
+                 ["--out-dir", str(tmp_path / "new"), "--dataset", "npz", "--data-dir",
                   str(bad), "--data.val-size", "10", *TINY]):
         code, _, err = run_cli(capsys, "train", *args)
         assert code == 2 and err.count("\n") == 1 and "other processes" not in err, (args, err)

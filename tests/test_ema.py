@@ -120,9 +120,12 @@ def test_eval_and_export_read_the_average(tmp_path, ema_reference):
     report = json.loads((tmp_path / "eval.json").read_text())
     assert [r["which"] for r in report] == ["ema_best", "ema_last"]
     out = tmp_path / "model.pt"
-    result = subprocess.run([sys.executable, "-m", "torchawp.cli", "export", str(run),
-                             "--which", "ema", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    export = [sys.executable, "-m", "torchawp.cli", "export", str(run), "--out", str(out)]
+    result = subprocess.run([*export, "--which", "ema"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)  # ema means both, as in every command
+    assert result.returncode == 2 and "pass --which ema_best" in result.stderr
+    result = subprocess.run([*export, "--which", "ema_best"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-1500:]
     state = torch.load(out, weights_only=True)
     ema_best = read_weights(Path(run) / "ema_best.safetensors")[0]
@@ -132,7 +135,7 @@ def test_eval_and_export_read_the_average(tmp_path, ema_reference):
 def test_a_run_without_an_average_says_how_to_get_one(tmp_path):
     run = torchawp.train(tiny_config(tmp_path / "run", epochs=1))
     result = subprocess.run([sys.executable, "-m", "torchawp.cli", "export", str(run.run_dir),
-                             "--which", "ema", "--out", str(tmp_path / "m.pt")],
+                             "--which", "ema_best", "--out", str(tmp_path / "m.pt")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert "kept no weight average; train with --ema DECAY" in result.stderr

@@ -110,7 +110,7 @@ def test_the_line_appears_on_long_runs_and_names_the_cheaper_options(tmp_path, m
                                    "eval_seconds": 500}, 3, 7, done_seconds=120)
     assert line.startswith("expected time of epochs 4-7: 10 min (training 2 min, "
                            "evaluation 8 min), about 8 min to go")
-    assert "--eval.curve-every N" in line and "--eval.max-examples" in line
+    assert "--eval.curve-every N" in line and "--n-examples" in line
     assert "evaluation is most" not in estimate.estimate_line(
         {"total_seconds": 600, "train_seconds": 500, "eval_seconds": 100}, 0, 4)
 
@@ -141,14 +141,14 @@ def test_dry_run_of_rst_says_the_labeller_is_not_in_the_estimate(capsys):
 
 
 def test_dry_run_refuses_what_the_run_would_refuse(capsys, tmp_path):
-    assert main(["train", "--dry-run", "--data.name", "cifar10", "--data.data-dir",
+    assert main(["train", "--dry-run", "--dataset", "cifar10", "--data-dir",
                  str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert "name: cifar10" in out  # the resolved config is still shown
     assert err.startswith("torchawp: error: cifar10 not found") and err.count("\n") == 1
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    assert main(["train", "--dry-run", "--data.name", "npz", "--data.data-dir", str(bad)]) == 2
+    assert main(["train", "--dry-run", "--dataset", "npz", "--data-dir", str(bad)]) == 2
     assert "is not a readable .npz file" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["train", "--dry-run", "--device", "cuda"]) == 2
@@ -159,7 +159,7 @@ def test_dry_run_refuses_what_the_run_would_refuse(capsys, tmp_path):
 def test_mnist_and_fashion_mnist_without_a_config_start_from_their_cpu_recipes(capsys, tmp_path,
                                                                               dataset, eps):
     # the plan line adapts to whether the IDX files are installed; the recipe does not
-    assert main(["train", "--data.name", dataset, "--data.data-dir", str(tmp_path),
+    assert main(["train", "--dataset", dataset, "--data-dir", str(tmp_path),
                  "--dry-run"]) == 2  # the files are not there
     out, err = capsys.readouterr()
     assert "train_subset: 10000" in out and "width: 16" in out and "max_examples: 1000" in out

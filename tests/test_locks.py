@@ -78,7 +78,7 @@ def test_the_lock_is_reentrant_and_released(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["--method", "rst", "--data.train_subset", "1003"],  # refused after the lock, in the labeller
-    ["--data.name", "cifar10", "--data.data_dir", "/nonexistent", "--epochs", "1"],
+    ["--dataset", "cifar10", "--data-dir", "/nonexistent", "--epochs", "1"],
 ])
 def test_a_refused_run_leaves_no_empty_directory(tmp_path, capsys, args):
     code, _, err = run_cli(capsys, "train", "--out-dir", str(tmp_path / "run"), *args)

@@ -98,7 +98,7 @@ def test_the_example_loss_is_at_plus_the_ramped_pairing_term(examples_on_path):
 def test_the_example_trains_from_the_command_line(tmp_path, examples_on_path, capsys):
     code = main(["train", "--method", "logit_pairing:ALP-awp", "--method-args",
                  "{pairing_weight: 0.2, ramp_epochs: 2}", "--epochs", "2", "--awp.warmup-epochs",
-                 "1", "--data.train-subset", "128", "--eval.steps", "2", "--eval.max-examples",
+                 "1", "--data.train-subset", "128", "--eval.steps", "2", "--n-examples",
                  "64", "--eval.train-examples", "64", "--attack.steps", "2", "--progress",
                  "false", "--out-dir", str(tmp_path / "run")])
     out, err = capsys.readouterr()

@@ -67,8 +67,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     args = [sys.executable, "-m", "torchawp.cli", "train",
             "--model_args", "{width: 8, batchnorm: true, hidden: 32}", "--epochs", "3",
             "--threads", str(THREADS), "--no-progress", "--attack.steps", "3",
-            "--attack.step_size", "0.08",
-            "--eval.steps", "3", "--eval.train_examples", "100", "--eval.max_examples", "150",
+            "--step-size", "0.08",
+            "--eval.steps", "3", "--eval.train_examples", "100", "--n-examples", "150",
             "--awp.warmup_epochs", "0", "--optim.milestones", "[1]", "--data.train_subset", "400"]
     # the uninterrupted run is a fresh process too: same threads, same kernels, same numbers
     full = subprocess.run(args + ["--out-dir", str(tmp_path / "full")], cwd=ROOT,

@@ -44,7 +44,7 @@ def test_resume_may_extend_the_run_and_says_so(cli_run, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "1"], "epochs 1 is not beyond the 2 epochs this run has done"),
-    (["--attack.eps", "0.1"], "attack.eps differs from the run's config.yaml (0.2 there, 0.1 "
+    (["--eps", "0.1"], "attack.eps differs from the run's config.yaml (0.2 there, 0.1 "
                               "now)"),
     (["--method", "at"], "method differs"),
     (["--config", "digits"], "drop --config"),

@@ -24,7 +24,7 @@ def places(tmp_path, monkeypatch):
 
 def test_a_run_on_relative_paths_works_from_another_directory(places, capsys, monkeypatch):
     make(places / "here" / "mine.npz")
-    code, _, err = run_cli(capsys, "train", "--data.data-dir", "mine.npz", "--out-dir", "run",
+    code, _, err = run_cli(capsys, "train", "--data-dir", "mine.npz", "--out-dir", "run",
                            "--data.train-subset", "80", *TRAIN)
     assert code == 0, err
     saved = yaml.safe_load((places / "here" / "run" / "config.yaml").read_text())
@@ -48,7 +48,7 @@ def _store(src, out):
 def test_a_store_imported_again_at_the_same_path_is_refused_on_resume_and_eval(places, capsys):
     store = places / "here" / "store"
     _store(make(places / "a.npz"), store)
-    train = ["--data.name", "store", "--data.data-dir", "store", *TRAIN[2:]]
+    train = ["--dataset", "store", "--data-dir", "store", *TRAIN[2:]]
     code, _, err = run_cli(capsys, "train", "--out-dir", "run", *train)
     assert code == 0, err
     g = np.random.default_rng(5)  # other images, same shapes and classes

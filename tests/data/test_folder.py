@@ -30,7 +30,7 @@ def make(root, size=10, per_class=(20, 6), classes=("cat", "dog", "eel"), mode="
 def test_an_image_folder_trains_and_evaluates(tmp_path, capsys):
     root = make(tmp_path / "imgs")
     run = tmp_path / "run"
-    code = main(["train", "--data.data_dir", str(root), "--out-dir", str(run), *TRAIN,
+    code = main(["train", "--data-dir", str(root), "--out-dir", str(run), *TRAIN,
                  "--data.image_size", "8"])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -52,7 +52,7 @@ def test_an_image_folder_trains_and_evaluates(tmp_path, capsys):
 def test_a_malformed_image_folder_is_one_line(tmp_path, capsys, damage, message):
     root = make(tmp_path / "imgs")
     damage(root)
-    code = main(["train", "--data.data_dir", str(root), "--out-dir", str(tmp_path / "r"), *TRAIN])
+    code = main(["train", "--data-dir", str(root), "--out-dir", str(tmp_path / "r"), *TRAIN])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1, err
     assert message in err

@@ -8,9 +8,9 @@ import pytest
 
 from torchawp.cli import main
 
-TRAIN = ["--data.name", "npz", "--data.val_size", "20", "--model", "small_cnn",
-         "--model_args", "{width: 8, hidden: 16}", "--epochs", "1", "--attack.eps", "0.1",
-         "--attack.step_size", "0.03", "--attack.steps", "2", "--eval.steps", "2",
+TRAIN = ["--dataset", "npz", "--data.val_size", "20", "--model", "small_cnn",
+         "--model_args", "{width: 8, hidden: 16}", "--epochs", "1", "--eps", "0.1",
+         "--step-size", "0.03", "--attack.steps", "2", "--eval.steps", "2",
          "--eval.train_examples", "30", "--no-progress", "--optim.lr", "0.05",
          "--method", "at", "--no-channels-last"]
 
@@ -35,7 +35,7 @@ def make(path, n_train=120, n_test=40, size=12, channels=3, layout="nhwc", **rep
 def test_an_npz_trains_and_evaluates_from_the_command_line(tmp_path, capsys, layout):
     data = make(tmp_path / "mine.npz", layout=layout)
     run = tmp_path / "run"
-    code = main(["train", "--data.data_dir", str(data), "--out-dir", str(run), *TRAIN])
+    code = main(["train", "--data-dir", str(data), "--out-dir", str(run), *TRAIN])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "at on npz (small_cnn)" in out
@@ -64,28 +64,28 @@ def test_an_npz_trains_and_evaluates_from_the_command_line(tmp_path, capsys, lay
 ])
 def test_a_malformed_npz_is_one_line(tmp_path, capsys, replace, message):
     data = make(tmp_path / "bad.npz", **replace)
-    code = main(["train", "--data.data_dir", str(data), "--out-dir", str(tmp_path / "r"), *TRAIN])
+    code = main(["train", "--data-dir", str(data), "--out-dir", str(tmp_path / "r"), *TRAIN])
     _, err = capsys.readouterr()
     assert code == 2 and err.count("\n") == 1, err
     assert message in err and str(data) in err
 
 
 def test_npz_without_a_file_says_where_it_goes(tmp_path, capsys):
-    code = main(["train", "--data.data_dir", str(tmp_path), "--out-dir", str(tmp_path / "r"),
+    code = main(["train", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "r"),
                  *TRAIN])
     _, err = capsys.readouterr()
-    assert code == 2 and "pass its path as --data.data-dir" in err
+    assert code == 2 and "pass its path as --data-dir" in err
 
 
 def test_a_bad_npz_is_refused_by_dry_run_and_as_extra_data(tmp_path, capsys):
     nan = np.full((120, 12, 12, 3), np.nan, np.float32)
     data = make(tmp_path / "nan.npz", x_train=nan)
-    code = main(["train", "--data.data_dir", str(data), "--dry-run", *TRAIN])
+    code = main(["train", "--data-dir", str(data), "--dry-run", *TRAIN])
     _, err = capsys.readouterr()
     assert code == 2 and "holds NaN or infinite values" in err and err.count("\n") == 1
     extra = tmp_path / "extra.npz"
     np.savez(extra, images=nan, labels=np.zeros(120, np.int64))
-    code = main(["train", "--data.data_dir", str(make(tmp_path / "ok.npz")), "--data.extra-data",
+    code = main(["train", "--data-dir", str(make(tmp_path / "ok.npz")), "--data.extra-data",
                  str(extra), "--out-dir", str(tmp_path / "r"), *TRAIN])
     _, err = capsys.readouterr()
     assert code == 2 and f"{extra}: images holds NaN" in err and err.count("\n") == 1

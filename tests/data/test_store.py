@@ -302,7 +302,7 @@ def test_an_extra_store_of_another_shape_is_one_line(tmp_path, digits_npz):
     src = tmp_path / "gen.npz"
     np.savez(src, image=np.zeros((10, 32, 32, 3), np.uint8), label=np.arange(10))
     import_store(src, tmp_path / "store")
-    result = cli("train", "--method", "at", "--data.name", "npz", "--data.data_dir", digits_npz,
+    result = cli("train", "--method", "at", "--dataset", "npz", "--data-dir", digits_npz,
                  "--data.extra_data", tmp_path / "store", "--epochs", "1", "--out-dir",
                  tmp_path / "run", "--no-progress")
     assert result.returncode == 2

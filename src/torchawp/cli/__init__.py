@@ -24,7 +24,7 @@ commands:
 examples:
   torchawp train                                      # the default job
   torchawp train --method trades-awp --epochs 40      # another method, same recipe
-  torchawp train --config cifar10_prn18_at_awp --data.data-dir ~/data
+  torchawp train --config cifar10_prn18_at_awp --data-dir ~/data
   torchawp train --resume runs/RUN                    # continue a stopped run
   torchawp eval runs/RUN --autoattack
 """

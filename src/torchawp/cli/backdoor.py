@@ -17,7 +17,8 @@ from ..io.checkpoint import atomic_write, resolve_checkpoint, save_weights
 from ..errors import ConfigError
 from ..io.paths import exclusive_lock
 from ..evaluation.suite import load_for_eval
-from .common import PATH, bounded, log, parse
+from ..io.checkpoint import WHICH, one_checkpoint
+from .common import PATH, bounded, log, parse, was
 
 WEIGHTS = "backdoored.safetensors"
 
@@ -31,11 +32,11 @@ class BackdoorOptions:
 
     # run directory or .safetensors checkpoint
     path: PATH
-    # for a run directory: which checkpoint
-    which: Literal["best", "last"] = "best"
+    # for a run directory: which checkpoint (of --which's names, one: best, last, ema_best or ema_last)
+    which: WHICH = "best"
     # half-width of the weight box: absolute, or with --relative a fraction of |w0| per
     # element
-    budget: float = bounded(0.005, 0, strict=True)
+    budget: Annotated[float, was("--eps")] = bounded(0.005, 0, strict=True)
     # |w - w0| <= budget * |w0|
     relative: bool = False
     # class of triggered images
@@ -60,19 +61,16 @@ class BackdoorOptions:
     # which training images, and their order
     seed: int = 0
     # directory to write; None: beside the checkpoint, named after the settings
-    out_dir: Optional[str] = None
+    out_dir: Annotated[Optional[str], was("--out")] = None
     # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     device: str = "auto"
     # where the dataset's files are; None: the run's
     data_dir: Optional[str] = None
 
 
-# former spellings, read with a notice for one release
-BACKDOOR_FORMER = {"--out": "--out-dir", "--eps": "--budget"}
-
-
 def cmd_backdoor(argv: list[str]) -> int:
-    args = parse(BackdoorOptions, argv, "torchawp backdoor", former=BACKDOOR_FORMER)
+    args = parse(BackdoorOptions, argv, "torchawp backdoor")
+    args.which = one_checkpoint(args.path, args.which, "torchawp backdoor")
     trigger = Trigger.parse(args.trigger)
     source = resolve_checkpoint(args.path, args.which)
     base = Path(args.path) if Path(args.path).is_dir() else source.parent

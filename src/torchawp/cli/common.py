@@ -2,7 +2,7 @@
 
 Every command declares its options as a dataclass (a field is an option, the comment above it
 the help) and reads them with :func:`parse`, which hands the dataclass to tyro: options are
-spelled with hyphens (``--n-examples``, ``--data.data-dir``), the underscore spelling is read
+spelled with hyphens (``--n-examples``, ``--data.batch-size``), the underscore spelling is read
 the same way in every command, a ``bool`` field is a flag pair (``--autoattack`` /
 ``--no-autoattack``).
 What tyro refuses is said in one line by :func:`explain`, which reads the same dataclass."""
@@ -30,6 +30,12 @@ REGISTRY = tyro.constructors.ConstructorRegistry()
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _POSITIONAL = typing.get_args(tyro.conf.Positional[int])[1]
 _ARG = type(tyro.conf.arg())  # tyro.conf.arg(name=...): an option named other than its field
+
+
+def was(*names: str):
+    """``Annotated[type, was("--out")]``: the option's former names, read by tyro as aliases
+    (each with a one-line notice, :func:`current_spellings`) until the next release."""
+    return tyro.conf.arg(aliases=names)
 
 
 def positional(metavar: str, annotation: Any = str):
@@ -126,7 +132,7 @@ def bounded(default, low: float, *, strict: bool = False, high: float = math.inf
 
 @dataclasses.dataclass(frozen=True)
 class _Option:
-    name: str        # as help shows it: --data.data-dir
+    name: str        # as help shows it: --data.batch-size
     annotation: Any  # the field's type, as declared
     kind: str        # "flag" (no value), "value" (one) or "values" (one or more)
     required: bool = False
@@ -137,35 +143,40 @@ def _required(f: dataclasses.Field) -> bool:
 
 
 def _fields(cls, prefix: str = "", path: tuple = ()):
-    """(option name, attribute path, field, annotation, positional?) of every field, nested
-    dataclasses flattened as ``--group.field``."""
+    """(option name, attribute path, field, annotation, positional?, former names) of every
+    field, nested dataclasses flattened as ``--group.field`` (a field declared with
+    ``tyro.conf.arg(prefix_name=False)`` keeps its own name: ``--data-dir``)."""
     hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         is_positional = _POSITIONAL in _markers(hint)
         inner, _ = unwrap_optional(hint)
-        name = next((m.name for m in _markers(hint) if isinstance(m, _ARG) and m.name), f.name)
+        arg = next((m for m in _markers(hint) if isinstance(m, _ARG)), tyro.conf.arg())
+        name = arg.name or f.name
         if dataclasses.is_dataclass(inner):
             yield from _fields(inner, f"{prefix}{name}.", path + (f.name,))
         else:
-            yield prefix + name.replace("_", "-"), path + (f.name,), f, hint, is_positional
+            own = prefix if arg.prefix_name is not False else ""
+            yield ((own + name).replace("_", "-"), path + (f.name,), f, hint, is_positional,
+                   tuple(arg.aliases or ()))
 
 
 def _options(cls) -> dict[str, _Option]:
+    """Every spelling of every option (former names too) -> the option."""
     table = {}
-    for name, _, f, hint, is_positional in _fields(cls):
+    for name, _, f, hint, is_positional, former in _fields(cls):
         if is_positional:
             continue
         inner, _ = unwrap_optional(hint)
-        origin = typing.get_origin(inner)
         if inner is bool:
-            head, _, leaf = name.rpartition(".")
-            table[f"--{name}"] = table[f"--{head + '.' if head else ''}no-{leaf}"] = \
-                _Option(f"--{name}", hint, "flag")
+            option = _Option(f"--{name}", hint, "flag")
+            for spelling in (f"--{name}", *former):
+                table[spelling] = table[_negated(spelling)] = option
         else:
             repeated = tyro.conf.UseAppendAction in _markers(hint)  # one value per --x
-            kind = "values" if origin in (list, tuple) and not repeated else "value"
-            table[f"--{name}"] = _Option(f"--{name}", hint, kind, _required(f))
+            values = typing.get_origin(inner) in (list, tuple) and not repeated
+            option = _Option(f"--{name}", hint, "values" if values else "value", _required(f))
+            table.update(dict.fromkeys((f"--{name}", *former), option))
     return table
 
 
@@ -173,7 +184,7 @@ def _positionals(cls) -> list[tuple[str, Any, bool]]:
     """(NAME, annotation, required?) of the positional arguments, in order."""
     return [(next((m.metavar for m in _markers(hint) if isinstance(m, _ARG) and m.metavar),
                   name.upper()), hint, _required(f))
-            for name, _, f, hint, is_positional in _fields(cls) if is_positional]
+            for name, _, f, hint, is_positional, _ in _fields(cls) if is_positional]
 
 
 def _reads(annotation, values: list[str]) -> bool:
@@ -236,23 +247,23 @@ def unknown_option(name: str, known: list[str], prog: str) -> str:
                                        else f" ({prog} --help lists them)")
 
 
-def current_spellings(cls, argv: list[str], former: Optional[dict[str, str]] = None
-                      ) -> list[str]:
+def current_spellings(cls, argv: list[str]) -> list[str]:
     """``argv`` with the spellings a release ago read as today's, each with a one-line notice:
-    an option's former name (``former``: old -> new), a flag given a value (``--progress
-    false`` is ``--no-progress``) and YAML's null for None."""
+    an option's former name (declared beside it, ``tyro.conf.arg(aliases=...)``, and read by
+    tyro), a flag given a value (``--progress false`` is ``--no-progress``) and YAML's null
+    for None."""
     table, out, i = _options(cls), [], 0
     while i < len(argv):
         arg, i = argv[i], i + 1
         if arg.startswith("--"):
             name, eq, value = arg.partition("=")
-            new = (former or {}).get(name.replace("_", "-"))
-            if new is not None:
-                warnings.warn(f"{name} is now {new}; the old name is read until the next "
-                              f"release", FutureWarning)
-                name, arg = new, new + eq + value
             option = table.get(name.replace("_", "-"))
-            if option is not None and option.kind == "value" and unwrap_optional(option.annotation)[1]:
+            if option is not None and name.replace("_", "-") not in (
+                    option.name, _negated(option.name)):
+                warnings.warn(f"{name} is now {option.name}; the old name is read until the "
+                              f"next release", FutureWarning)
+            if (option is not None and option.kind == "value"
+                    and unwrap_optional(option.annotation)[1]):
                 if not eq and argv[i:i + 1] == ["null"]:
                     value, eq, i = "null", "=", i + 1
                 if eq and value == "null":
@@ -260,7 +271,7 @@ def current_spellings(cls, argv: list[str], former: Optional[dict[str, str]] = N
                                   f"until the next release", FutureWarning)
                     arg = f"{name}=None"
             if option is not None and option.kind == "flag":
-                negated = name.replace("_", "-") != option.name
+                negated = name.replace("_", "-").rpartition(".")[2].lstrip("-").startswith("no-")
                 if not eq and not negated and argv[i:i + 1] and argv[i].lower() in BOOL_WORDS:
                     value, eq, i = argv[i], "=", i + 1
                 if eq and (negated or value.lower() not in BOOL_WORDS):
@@ -282,7 +293,7 @@ def _negated(flag: str) -> str:
 
 
 def parse(cls, argv: list[str], prog: str, default: Any = None,
-          former: Optional[dict[str, str]] = None, description: Optional[str] = None):
+          description: Optional[str] = None):
     """``argv`` read into the dataclass ``cls`` by tyro (``default``: an instance whose
     values are the defaults, such as a recipe's; ``description``: the help's, instead of the
     dataclass's docstring). Former spellings are read with a notice
@@ -292,7 +303,7 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
                   default=tyro.MISSING_NONPROP if default is None else default)
     if any(a in ("-h", "--help") for a in argv):
         tyro.cli(cls, args=["--help"], **kwargs)  # prints the help and exits 0
-    argv = current_spellings(cls, list(argv), former)
+    argv = current_spellings(cls, list(argv))
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):  # tyro's own box, shown only if explain() fails
@@ -311,7 +322,7 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
 
 def check_ranges(args) -> None:
     """Every :func:`bounded` field of ``args`` (nested dataclasses too) in its range."""
-    for name, path, f, _, _ in _fields(type(args)):
+    for name, path, f, _, _, _ in _fields(type(args)):
         value = functools.reduce(getattr, path, args)
         if "range" in f.metadata and value is not None:
             low, strict, high = f.metadata["range"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 
 import tyro
 
-from ..io.checkpoint import atomic_write
+from ..io.checkpoint import WHICH, atomic_write, one_checkpoint
 from ..studies.concepts import Variant, concept_study, render
 from ..io.paths import exclusive_lock
 from ..evaluation.suite import load_for_eval
@@ -35,8 +35,8 @@ class ConceptsOptions:
     concept: str
     # the class whose test images are scored
     target: Annotated[int, tyro.conf.arg(name="class")] = bounded(dataclasses.MISSING, 0)
-    # for a run directory: which checkpoint
-    which: Literal["best", "last"] = "best"
+    # for a run directory: which checkpoint (of --which's names, one: best, last, ema_best or ema_last)
+    which: WHICH = "best"
     # A-CAV beside TCAV's plain CAV
     acav: bool = False
     # also Gram-Schmidt random sets with --average classifiers
@@ -64,6 +64,7 @@ class ConceptsOptions:
 
 def cmd_concepts(argv: list[str]) -> int:
     args = parse(ConceptsOptions, argv, "torchawp concepts")
+    args.which = one_checkpoint(args.path, args.which, "torchawp concepts")
     variants = [Variant("cav")]
     if args.acav:
         variants.append(Variant("a-cav", eps=args.acav_margin))

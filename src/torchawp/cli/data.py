@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional
+from typing import Annotated, Optional
 
 from ..data.store import open_store, verify_store
 from ..data.store_import import import_store
 from ..errors import ConfigError
-from .common import bounded, parse, positional
+from .common import bounded, parse, positional, was
 
 USAGE = "torchawp data import SOURCE --out-dir STORE | info STORE | verify STORE"
 
@@ -39,7 +39,7 @@ class ImportOptions:
     # the file or folder to convert
     source: SOURCE
     # the store's folder (must not exist)
-    out_dir: str
+    out_dir: Annotated[str, was("--out")]
     # image folders only: resize every image to this square size
     image_size: Optional[int] = bounded(None, 1)
     # classes; None: the largest label + 1 (then every class below it must occur)
@@ -80,8 +80,7 @@ def cmd_data(argv: list[str]) -> int:
         got = f" (got {argv[0]!r})" if argv else ""
         raise ConfigError(f"torchawp data needs an action{got}: {USAGE}")
     action = argv[0]
-    args = parse(ACTIONS[action], argv[1:], f"torchawp data {action}",
-                 former={"--out": "--out-dir"})
+    args = parse(ACTIONS[action], argv[1:], f"torchawp data {action}")
     if action == "import":
         card = import_store(args.source, args.out_dir, args.image_size, args.num_classes,
                             progress=args.progress)

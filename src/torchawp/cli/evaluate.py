@@ -10,7 +10,7 @@ import tyro
 
 from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
 from ..studies.backdoor import Trigger
-from ..io.checkpoint import CHECKPOINTS, resolve_checkpoint, same_weights
+from ..io.checkpoint import WHICH, resolve_checkpoint, same_weights, whiches
 from ..data import load_splits
 from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
@@ -20,10 +20,7 @@ from ..io.robustbench import checkpoint_path, load_robustbench
 from ..io.paths import exclusive_lock
 from ..runtime import resolve_device
 from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
-from .common import bounded, log, output_files, parse, positional
-
-
-WHICH = Literal["all", "both", "best", "last", "ema", "ema_best", "ema_last"]
+from .common import bounded, log, output_files, parse, positional, was
 
 
 # positional arguments, named in usage, help and errors
@@ -52,7 +49,7 @@ class EvalOptions:
     # first N test images; None: all
     n_examples: Optional[int] = bounded(None, 1)
     # random restarts of PGD and CW (the worst restart per example counts)
-    attack_restarts: int = bounded(1, 1)
+    attack_restarts: Annotated[int, was("--restarts")] = bounded(1, 1)
     # the threat model's radius; None: the training eps
     eps: Optional[float] = bounded(None, 0, strict=True)
     # the threat model's norm; None: the training norm
@@ -67,7 +64,7 @@ class EvalOptions:
     # the sanity checks (--no-checks skips them)
     checks: bool = True
     # where eval.json / eval.md go; None: the run directory, or beside the checkpoint
-    out_dir: Optional[str] = None
+    out_dir: Annotated[Optional[str], was("--out")] = None
     # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     device: str = "auto"
     # where the dataset's files are; None: the run's
@@ -85,7 +82,7 @@ class EvalOptions:
     # with --model: its state dict, .safetensors or .pt (loaded weights_only)
     weights: Optional[str] = None
     # the dataset of --model (torchawp list) or of --robustbench; None: cifar10 there
-    dataset: Optional[str] = None
+    dataset: Annotated[Optional[str], was("--data")] = None
     # with --model: the PGD step; None: eps / 4
     step_size: Optional[float] = bounded(None, 0, strict=True)
     # with --model: MEAN STD, per-channel comma lists; the model expects normalised input
@@ -101,12 +98,8 @@ class EvalOptions:
     model_dir: str = "models"
 
 
-# former spellings, read with a notice for one release
-EVAL_FORMER = {"--out": "--out-dir", "--data": "--dataset", "--restarts": "--attack-restarts"}
-
-
 def cmd_eval(argv: list[str]) -> int:
-    args = parse(EvalOptions, argv, "torchawp eval", former=EVAL_FORMER)
+    args = parse(EvalOptions, argv, "torchawp eval")
     attacks = list(dict.fromkeys(args.attacks or DEFAULT_ATTACKS))  # each once, in order
     if args.autoattack:
         version = {"standard": "autoattack"}.get(args.autoattack_version,
@@ -130,13 +123,13 @@ def cmd_eval(argv: list[str]) -> int:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
                           "--weights, --dataset and --eps for a model torchawp did not train")
     path = Path(args.path)
-    whiches = _whiches(path, args.which)
+    selected = whiches(path, args.which)
     out_dir = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent)
-    files = {w: resolve_checkpoint(path, w) for w in whiches}
+    files = {w: resolve_checkpoint(path, w) for w in selected}
     # a pair whose last epoch was its best holds the same weights: evaluated once
     same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
             if best in files and last in files and same_weights(files[best], files[last])}
-    evaluated = [w for w in whiches if w not in same]
+    evaluated = [w for w in selected if w not in same]
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
         results = {which: evaluate_checkpoint(
             path, which, attacks, args.n_examples, args.device, args.data_dir,
@@ -146,21 +139,12 @@ def cmd_eval(argv: list[str]) -> int:
             for which in evaluated}
         for last, best in same.items():  # one evaluation serves both rows
             results[last] = dict(results[best], which=last, checkpoint=str(files[last]))
-        results = [results[w] for w in whiches]
+        results = [results[w] for w in selected]
         paths = write_report(results, out_dir)
     _print(args.path, results, attacks, paths, len(evaluated))
     for last, best in same.items():
         print(f"{best} and {last} are the same weights: evaluated once")
     return 0
-
-
-def _whiches(path: Path, which: str) -> list[str]:
-    """The checkpoints ``--which`` names in a run directory (a file is one checkpoint)."""
-    if not path.is_dir():
-        return [which if which in CHECKPOINTS else "best"]
-    if which == "all":
-        return [w for w in CHECKPOINTS if (path / f"{w}.safetensors").is_file()] or ["best"]
-    return {"both": ["best", "last"], "ema": ["ema_best", "ema_last"]}.get(which, [which])
 
 
 def _eval_foreign(args, attacks) -> int:

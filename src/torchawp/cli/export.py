@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
-from ..io.checkpoint import resolve_checkpoint
+from ..io.checkpoint import WHICH, one_checkpoint, resolve_checkpoint
 from ..errors import ConfigError
 from ..io.export import export
 from ..io.robustbench import CARD_FIELDS, export_robustbench
@@ -23,9 +23,9 @@ class ExportOptions:
 
     # run directory or .safetensors checkpoint
     path: PATH
-    # which checkpoint of a run; ema: the weight average's best, from a run trained with
-    # the --ema option
-    which: Literal["best", "last", "ema", "ema_best", "ema_last"] = "best"
+    # which checkpoint of a run: export writes one, so best, last, ema_best or ema_last (the
+    # weight average's, from a run trained with --ema)
+    which: WHICH = "best"
     # the state dict to write (model.pt); the card goes beside it as model.json
     out: Optional[str] = None
     # also a torch.export program (model.pt2), batch size dynamic
@@ -43,6 +43,7 @@ class ExportOptions:
 
 def cmd_export(argv: list[str]) -> int:
     args = parse(ExportOptions, argv, "torchawp export")
+    args.which = one_checkpoint(args.path, args.which, "torchawp export")
     if args.robustbench is not None:
         if args.out is not None:
             raise ConfigError(f"--robustbench writes RobustBench's layout under --model-dir "
@@ -61,7 +62,7 @@ def cmd_export(argv: list[str]) -> int:
 
 def _export_robustbench(args) -> int:
     """``torchawp export RUN --robustbench NAME``: the checkpoint that ``eval`` measured."""
-    which = "ema_best" if args.which == "ema" else args.which
+    which = args.which
     source = resolve_checkpoint(args.path, which)
     report = Path(args.path) / "eval.json" if Path(args.path).is_dir() else \
         source.parent / "eval.json"

@@ -49,10 +49,6 @@ class TrainOptions(TrainConfig):
 # the help's first paragraph: the docstring's, as one line
 ABOUT = " ".join(TrainOptions.__doc__.split("\n\n")[0].split())
 
-# former spellings, read with a notice for one release
-TRAIN_FORMER = {"--probe-flatness-every": "--eval.flatness-every"}
-
-
 # datasets whose runs start from a shipped CPU recipe when no --config is given
 CPU_RECIPES = {"fashion-mnist": "fashion_mnist", "mnist": "mnist"}
 
@@ -137,13 +133,12 @@ def _as_options(cfg: TrainConfig) -> TrainOptions:
 def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     """The run ``torchawp train ARGV`` configures (not yet validated), and whether it is a dry
     run. The command line is read twice: once to find the config it starts from (--resume,
-    --config, or the dataset's recipe; digits unless --data.name says otherwise), then over
+    --config, or the dataset's recipe; digits unless --dataset says otherwise), then over
     that config's values."""
     argv = _bare_resume(list(argv))
     helped = [a for a in argv if a not in ("-h", "--help")]
     try:
-        first = parse(TrainOptions, helped, "torchawp train", default=_as_options(load_recipe()),
-                      former=TRAIN_FORMER)
+        first = parse(TrainOptions, helped, "torchawp train", default=_as_options(load_recipe()))
         run_dir = _run_dir(first)
         base, source = _base(first, run_dir)
     except ConfigError:
@@ -153,7 +148,6 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     with warnings.catch_warnings():  # the first reading said each notice already
         warnings.simplefilter("ignore", FutureWarning)
         opts = parse(TrainOptions, argv, "torchawp train", default=_as_options(base),
-                     former=TRAIN_FORMER,
                      description=f"{ABOUT} The defaults shown are those of {source}.")
     values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainConfig)}
     if run_dir is not None:

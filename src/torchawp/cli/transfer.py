@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Optional
 
 from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region
@@ -18,7 +18,8 @@ from ..plots import plot_transfer
 from ..io.paths import exclusive_lock
 from ..evaluation.suite import load_for_eval
 from ..studies.transfer import regional_sweep, transfer
-from .common import bounded, log, parse, positional
+from ..io.checkpoint import WHICH, one_checkpoint
+from .common import bounded, log, parse, positional, was
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
                    "frame:0.28", "frame:0.45", "random:0.17", "random:0.28", "random:0.45")
@@ -40,8 +41,8 @@ class TransferOptions:
     source: SOURCE
     # run directory or .safetensors checkpoint to fool (trained on the same dataset)
     target: TARGET
-    # checkpoint of both runs
-    which: Literal["best", "last"] = "best"
+    # checkpoint of both runs (of --which's names, one: best, last, ema_best or ema_last)
+    which: WHICH = "best"
     # regional, or an evaluation attack: fgsm, pgdK, cwK
     attack: str = "regional"
     # for regional: centre:A, frame:A, random:A[:SEED] or full, A the share of the image
@@ -55,7 +56,7 @@ class TransferOptions:
     seed: int = EVAL_SEED
     # directory for transfer.json/.md/.png; None: in SOURCE's run directory, named after
     # TARGET and the attack
-    out_dir: Optional[str] = None
+    out_dir: Annotated[Optional[str], was("--out")] = None
     # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     device: str = "auto"
     # where the dataset's files are; None: the run's
@@ -63,7 +64,8 @@ class TransferOptions:
 
 
 def cmd_transfer(argv: list[str]) -> int:
-    args = parse(TransferOptions, argv, "torchawp transfer", former={"--out": "--out-dir"})
+    args = parse(TransferOptions, argv, "torchawp transfer")
+    args.which = one_checkpoint(args.source, args.which, "torchawp transfer")
     regional = args.attack == "regional"
     if not regional:
         check_attack_names([args.attack])

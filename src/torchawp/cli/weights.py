@@ -17,12 +17,13 @@ from ..errors import ConfigError
 from ..weightspace.flatness import average_case_flatness, worst_case_flatness
 from ..weightspace.landscape import (landscape_1d, landscape_2d, plot_landscape_2d,
                                      plot_landscapes_1d)
+from ..io.checkpoint import WHICH, whiches
 from ..io.robustbench import load_robustbench
 from ..io.paths import make_directory
 from ..training.rundir import RunDir
 from ..runtime import resolve_device
 from ..evaluation.suite import load_for_eval
-from .common import Ticker, bounded, log, parse, positional
+from .common import Ticker, bounded, log, parse, positional, was
 
 
 def _epoch_list(text: Optional[str]):
@@ -59,9 +60,7 @@ def _checkpoints(paths: list[str], which: str,
                                   f"every N-th epoch")
             out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
             continue
-        whiches = ["best", "last"] if which == "both" and p.is_dir() else (
-            [which if which != "both" else "best"])
-        out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches]
+        out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches(p, which)]
     return out
 
 
@@ -75,22 +74,22 @@ class WeightSpaceOptions:
 
     # run directories or .safetensors checkpoints
     paths: PATHS = dataclasses.field(default_factory=list)
-    # for a run directory: which checkpoint (both: best and last; ema: the weight average's
-    # best, from a run trained with --ema)
-    which: Literal["best", "last", "both", "ema", "ema_best", "ema_last"] = "best"
+    # for a run directory: which checkpoint(s); all: best, last and, with a weight average
+    # from --ema, ema_best and ema_last; both: best and last; ema: ema_best and ema_last
+    which: WHICH = "all"
     # instead of --which: the weights a run kept after these epochs (all, or a list such as
     # 5,10,15, from a run trained with --keep-checkpoints N)
-    kept_epochs: Optional[str] = None
+    kept_epochs: Annotated[Optional[str], was("--epochs")] = None
     # the images measured
     split: Literal["test", "train", "both"] = "test"
     # PGD steps of the robust loss, re-run at every point (0: clean loss)
     steps: int = bounded(10, 0)
     # random restarts of that PGD (the worst restart per example counts)
-    attack_restarts: int = bounded(1, 1)
+    attack_restarts: Annotated[int, was("--pgd-restarts")] = bounded(1, 1)
     # same seed = same random directions/samples for every model
     seed: int = 0
     # folder for the PNG/CSV/JSON outputs
-    out_dir: str = "."
+    out_dir: Annotated[str, was("--out")] = "."
     # auto (cuda if present, else cpu), cpu, cuda, cuda:N
     device: str = "auto"
     # where the dataset's files are; None: the run's
@@ -105,11 +104,6 @@ class WeightSpaceOptions:
     threat_model: Literal["Linf", "L2"] = "Linf"
     # RobustBench's model folder
     model_dir: str = "models"
-
-
-# former spellings, read with a notice for one release
-WEIGHT_SPACE_FORMER = {"--out": "--out-dir", "--epochs": "--kept-epochs",
-                       "--pgd-restarts": "--attack-restarts"}
 
 
 @dataclasses.dataclass
@@ -149,10 +143,7 @@ class FlatnessOptions(WeightSpaceOptions):
     # worst-case passes
     passes: int = bounded(20, 1)
     # worst-case restarts
-    worst_restarts: int = bounded(10, 1)
-
-
-FLATNESS_FORMER = {**WEIGHT_SPACE_FORMER, "--restarts": "--worst-restarts"}
+    worst_restarts: Annotated[int, was("--restarts")] = bounded(10, 1)
 
 
 def _measurements(args) -> Iterator[tuple]:
@@ -186,7 +177,7 @@ def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
 
 
 def cmd_landscape(argv: list[str]) -> int:
-    args = parse(LandscapeOptions, argv, "torchawp landscape", former=WEIGHT_SPACE_FORMER)
+    args = parse(LandscapeOptions, argv, "torchawp landscape")
     out = Path(args.out_dir)
     make_directory(out, "--out-dir")
     curves = {s: [] for s in (["train", "test"] if args.split == "both" else [args.split])}
@@ -225,7 +216,7 @@ def cmd_landscape(argv: list[str]) -> int:
 
 
 def cmd_flatness(argv: list[str]) -> int:
-    args = parse(FlatnessOptions, argv, "torchawp flatness", former=FLATNESS_FORMER)
+    args = parse(FlatnessOptions, argv, "torchawp flatness")
     out = Path(args.out_dir)
     make_directory(out, "--out-dir")  # before the work: a file in the way is one line
     results = []

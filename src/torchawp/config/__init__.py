@@ -11,7 +11,9 @@ Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
+
+import tyro
 
 
 NORMS = ("linf", "l2")
@@ -22,6 +24,13 @@ AWP_PARAMS = ("weights", "weights+biases")
 SCHEDULES = ("piecewise", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("auto", "none", "crop-flip", "crop")
+
+
+def shared(name: str, *former: str):
+    """On the command line, ``--NAME``: the name every command gives this concept (the data
+    directory, the dataset, eps, the number of images ...) rather than ``--group.field``,
+    which is read as a former name with a notice. Recipes keep the nested keys."""
+    return tyro.conf.arg(name=name, prefix_name=False, aliases=former)
 
 
 @dataclass
@@ -54,8 +63,8 @@ class DataConfig:
             et al.'s generated-data recipe); formerly unlabeled_fraction.
     """
 
-    name: str = "cifar10"
-    data_dir: Optional[str] = None
+    name: Annotated[str, shared("dataset", "--data.name")] = "cifar10"
+    data_dir: Annotated[Optional[str], shared("data-dir", "--data.data-dir")] = None
     image_size: Optional[int] = None
     batch_size: int = 128
     val_size: int = 1000
@@ -86,9 +95,9 @@ class AttackConfig:
             not clip x + 0.001 N(0, 1) before the first step).
     """
 
-    norm: str = "linf"
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
+    norm: Annotated[str, shared("norm", "--attack.norm")] = "linf"
+    eps: Annotated[float, shared("eps", "--attack.eps")] = 8 / 255
+    step_size: Annotated[float, shared("step-size", "--attack.step-size")] = 2 / 255
     steps: int = 10
     bn_mode: Optional[str] = None
     clamp_start: bool = True
@@ -168,12 +177,12 @@ class EvalConfig:
     """
 
     steps: int = 20
-    restarts: int = 1
-    max_examples: Optional[int] = None
+    restarts: Annotated[int, shared("attack-restarts", "--eval.restarts")] = 1
+    max_examples: Annotated[Optional[int], shared("n-examples", "--eval.max-examples")] = None
     train_examples: int = 1000
     every: int = 1
     curve_every: int = 1
-    flatness_every: int = 0
+    flatness_every: Annotated[int, tyro.conf.arg(aliases=("--probe-flatness-every",))] = 0
     flatness_samples: int = 3
 
 

@@ -58,7 +58,7 @@ def _require(paths: list[Path], name: str, folder: Path, archive: str) -> None:
     missing = [p.name for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{name} not found: missing {', '.join(missing)} in {folder}; extract "
-                        f"{archive} into {folder.parent} or pass --data.data-dir")
+                        f"{archive} into {folder.parent} or pass --data-dir")
 
 
 @register_dataset("cifar10")

@@ -66,7 +66,7 @@ def load_folder(root: Path, image_size: Optional[int] = None):
     train_root = root / "train"
     if not train_root.is_dir() or not (root / "test").is_dir():
         raise DataError(f"data.name folder reads ROOT/train/CLASS/* and ROOT/test/CLASS/* "
-                        f"images; {root} lacks train/ or test/ (pass ROOT as --data.data-dir)")
+                        f"images; {root} lacks train/ or test/ (pass ROOT as --data-dir)")
     classes = sorted(p.name for p in train_root.iterdir() if p.is_dir())
     unknown = sorted(p.name for p in (root / "test").iterdir()
                      if p.is_dir() and p.name not in classes)

@@ -40,7 +40,7 @@ def _find(data_dir: Path, stem: str, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise DataError(f"{name} not found: expected {stem}[.gz] in {data_dir} (or {data_dir / name}); "
-                    f"put the four IDX files there or pass --data.data-dir")
+                    f"put the four IDX files there or pass --data-dir")
 
 
 def _load(name: str, data_dir: Path, mean: float, std: float):

@@ -58,7 +58,7 @@ def load_npz(data_dir: Path):
     path = Path(data_dir)
     if not path.is_file():
         raise DataError(f"data.name npz reads one .npz file with arrays {', '.join(ARRAYS)}: "
-                        f"pass its path as --data.data-dir (got {path}, which is not a file)")
+                        f"pass its path as --data-dir (got {path}, which is not a file)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [a for a in ARRAYS if a not in npz]

@@ -36,4 +36,4 @@ def load_svhn(data_dir: Path):
                                [0.1980, 0.2010, 0.1970], augment="none")
             return _read_mat(train), _read_mat(test), info
     raise DataError(f"svhn not found: expected train_32x32.mat and test_32x32.mat in {data_dir} "
-                    f"(or {data_dir / 'svhn'}); put them there or pass --data.data-dir")
+                    f"(or {data_dir / 'svhn'}); put them there or pass --data-dir")

@@ -18,14 +18,14 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..models import model_from_spec
 from ..runtime import AutocastModel
 
@@ -191,8 +191,32 @@ def load_state(path: Path) -> dict[str, Any]:
     return safe_torch_load(io.BytesIO(payload), path)
 
 
-# the checkpoints a run directory holds; ``ema`` names the weight average's best
+# the checkpoints a run directory holds (the last two with a weight average, --ema)
 CHECKPOINTS = ("best", "last", "ema_best", "ema_last")
+# what --which selects in every command: one checkpoint, or all: every one the run holds;
+# both: best and last; ema: ema_best and ema_last
+WHICH = Literal["all", "both", "best", "last", "ema", "ema_best", "ema_last"]
+
+
+def whiches(path: str | Path, which: str) -> list[str]:
+    """The checkpoints ``--which`` selects in a run directory, in :data:`CHECKPOINTS` order
+    (a checkpoint file is one checkpoint, whatever ``which`` says)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [which if which in CHECKPOINTS else "best"]
+    if which == "all":
+        return [w for w in CHECKPOINTS if (path / f"{w}.safetensors").is_file()] or ["best"]
+    return {"both": ["best", "last"], "ema": ["ema_best", "ema_last"]}.get(which, [which])
+
+
+def one_checkpoint(path: str | Path, which: str, command: str) -> str:
+    """The one checkpoint ``--which`` selects, for a command that reads one (``export``,
+    ``backdoor``, ``concepts``, ``transfer``); a selection of several is one line."""
+    selected = whiches(path, which)
+    if len(selected) != 1:
+        raise ConfigError(f"--which {which} selects {' and '.join(selected)}; {command} reads "
+                          f"one checkpoint: pass --which {selected[0]} (or another)")
+    return selected[0]
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

@@ -81,7 +81,7 @@ def estimate_line(est: dict, first_epoch: int, epochs: int, done_seconds: float 
         text += f", about {_minutes(max(total - done_seconds, 0.0))} to go"
     if evaluation > 0.5 * total:
         text += ("; evaluation is most of it: --eval.curve-every N measures train and test "
-                 "every N epochs only, --eval.max-examples and --eval.train-examples evaluate "
+                 "every N epochs only, --n-examples and --eval.train-examples evaluate "
                  "fewer images, --eval.every N validates every N epochs")
     return text
 
