@@ -53,12 +53,12 @@ def make_trainer(args) -> Trainer:
     return Trainer(cfg, splits=synthetic_splits(args.batch_size, args.channels, args.image_size))
 
 
-def timed(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
+def timed(trainer: Trainer, x, y, perturb: bool, n: int) -> float:
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for _ in range(n):
-        loss, _ = trainer.train_step(x, y, awp_on)
+        loss, _ = trainer.train_step(x, y, perturb)
     loss.item()
     sync()
     return (time.perf_counter() - start) / n
@@ -98,7 +98,7 @@ def main():
         args.channels = 1 if args.model == "small_cnn" else 3
     trainer = make_trainer(args)
     x, y = next(iter(trainer.train_loader))
-    ours = trainer.awp
+    ours = trainer.perturbation
     proxy = ProxyAWP(trainer.net, gamma=ours.gamma) if args.proxy else None
     timed(trainer, x, y, True, 2)  # warm-up every path
     timed(trainer, x, y, False, 2)
@@ -108,11 +108,11 @@ def main():
         awp.append(timed(trainer, x, y, True, args.per_round))
         one_pass.append(timed_train_pass(trainer, x, y, args.per_round))
         if proxy is not None:
-            trainer.awp = proxy
+            trainer.perturbation = proxy
             if len(proxied) == 0:
                 timed(trainer, x, y, True, 1)  # warm-up
             proxied.append(timed(trainer, x, y, True, args.per_round))
-            trainer.awp = ours
+            trainer.perturbation = ours
             part.append(timed_awp_part(trainer, ours, x, y, args.per_round))
             proxy_part.append(timed_awp_part(trainer, proxy, x, y, args.per_round))
     b, a, t = (statistics.median(v) for v in (base, awp, one_pass))

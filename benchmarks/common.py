@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from torchawp.perturbations import WeightPerturbation
+
 
 def paired(numerators: list[float], denominators: list[float], digits: int = 2) -> str:
     """Median of the per-round ratios (each from adjacent runs, so drift in machine speed
@@ -36,26 +38,26 @@ def timed_awp_part(trainer, awp, x, y, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-class ProxyAWP:
+class ProxyAWP(WeightPerturbation):
     """The authors' AWP (Wu et al.'s released code), for side-by-side comparisons: a proxy copy
     of the model receives the weights every step, takes one SGD step on the negated adversarial
     loss, and the per-tensor difference rescaled to gamma * ||w_l|| is added to the model's
     conv/linear weights; the caller steps its optimizer at w + v; v is subtracted afterwards.
 
-    Same interface as ``torchawp.AWP`` where the trainer uses it (``perturbed``, ``active``)."""
+    A ``torchawp`` weight perturbation where the trainer uses it (``perturbed``)."""
+
+    name = "awp-proxy"
 
     def __init__(self, model, gamma: float = 0.01, proxy_lr: float = 0.01):
         import copy
 
         import torch
 
-        self.model, self.gamma = model, gamma
+        super().__init__(model)
+        self.gamma = gamma
         self.proxy = copy.deepcopy(model)
         self.proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=proxy_lr)
         self.names = [n for n, p in model.named_parameters() if p.dim() > 1 and "weight" in n]
-
-    def active(self, epoch: int) -> bool:
-        return True
 
     def perturbed(self, closure, active: bool = True, grads=None):  # grads: unused here
         import contextlib

@@ -201,7 +201,7 @@ def training_steps(store: Path, model: str, batch: int, steps: int, model_args: 
                 t0 = time.perf_counter()
                 _, x, y = next(it)
                 t1 = time.perf_counter()
-                trainer.train_step(x, y, awp_on=True)
+                trainer.train_step(x, y, perturb=True)
                 t2 = time.perf_counter()
                 if i:  # the first batch also starts the thread and builds the model
                     waits.append(t1 - t0)

@@ -72,11 +72,11 @@ def batch_of(trainer: Trainer):
     return x, y
 
 
-def timed_steps(trainer: Trainer, x, y, awp_on: bool, n: int) -> float:
+def timed_steps(trainer: Trainer, x, y, perturb: bool, n: int) -> float:
     sync(trainer.device)
     start = time.perf_counter()
     for _ in range(n):
-        trainer.train_step(x, y, awp_on)
+        trainer.train_step(x, y, perturb)
     sync(trainer.device)
     return (time.perf_counter() - start) / n
 
@@ -87,17 +87,17 @@ def ratio_section(args, splits) -> dict:
     for method in ("at-awp", "trades-awp"):
         t = make_trainer(args, method, args.fast_precision, True, False, splits)
         x, y = batch_of(t)
-        ours = t.awp
+        ours = t.perturbation
         proxy = ProxyAWP(t.net, gamma=ours.gamma)
         for awp, on in ((ours, True), (ours, False), (proxy, True)):
-            t.awp = awp
+            t.perturbation = awp
             timed_steps(t, x, y, on, 2)  # warm
         plain, awp_steps, proxy_steps = [], [], []
         for _ in range(args.rounds):
-            t.awp = ours
+            t.perturbation = ours
             awp_steps.append(timed_steps(t, x, y, True, args.per_round))
             plain.append(timed_steps(t, x, y, False, args.per_round))
-            t.awp = proxy
+            t.perturbation = proxy
             proxy_steps.append(timed_steps(t, x, y, True, args.per_round))
         base = method[:-4]
         out[method] = {
@@ -123,18 +123,18 @@ def peak_memory(t: Trainer) -> dict:
     """Peak CUDA memory (MiB) of a plain step, a torchawp AWP step and a proxy-model AWP step."""
     out = {}
     x, y = batch_of(t)
-    ours = t.awp
+    ours = t.perturbation
     proxy = ProxyAWP(t.net, gamma=ours.gamma)
     method = t.cfg.method
     for name, awp, on in ((method[:-4], ours, False), (method, ours, True),
                           (f"{method} (authors' proxy)", proxy, True)):
-        t.awp = awp
+        t.perturbation = awp
         timed_steps(t, x, y, on, 1)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         timed_steps(t, x, y, on, 2)
         out[name] = torch.cuda.max_memory_allocated() / 2**20
-    t.awp = ours
+    t.perturbation = ours
     base = method[:-4]
     out = {k: round(v, 1) for k, v in out.items()}
     out[f"extra over {base}, MiB"] = {k: round(v - out[base], 1) for k, v in out.items()
@@ -155,20 +155,20 @@ def proxy_section(args, splits) -> dict:
                                                    "batch_size": batch_size}),
                              method, "fp32", False, False, splits)
             x, y = batch_of(t)
-            ours = t.awp
+            ours = t.perturbation
             proxy = ProxyAWP(t.net, gamma=ours.gamma)
             steps, parts = {ours: [], proxy: []}, {ours: [], proxy: []}
             n = min(args.per_round, 3)  # the whole section within a minute or two on a GPU
             for awp in (ours, proxy):  # warm-up
-                t.awp = awp
+                t.perturbation = awp
                 timed_steps(t, x, y, True, 2)
                 timed_awp_part(t, awp, x, y, 2)
             for _ in range(args.rounds):
                 for awp in (ours, proxy):
-                    t.awp = awp
+                    t.perturbation = awp
                     steps[awp].append(timed_steps(t, x, y, True, n))
                     parts[awp].append(timed_awp_part(t, awp, x, y, n))
-            t.awp = ours
+            t.perturbation = ours
             row = {"step_seconds": {"torchawp": min(steps[ours]), "proxy": min(steps[proxy])},
                    "awp_part_seconds": {"torchawp": min(parts[ours]), "proxy": min(parts[proxy])},
                    "proxy step / torchawp step": paired(steps[proxy], steps[ours]),

@@ -34,9 +34,9 @@ def run(ascent: str, seed: int, out: Path) -> dict:
     cfg.out_dir = str(out / f"ascent_{ascent}_s{seed}")
     cfg.resume = (Path(cfg.out_dir) / "config.yaml").is_file()  # reused only if the same run
     result = train(cfg)
-    awp_seconds = sum(r["train_seconds"] for r in result.history if r.get("awp"))
+    awp_seconds = sum(r["train_seconds"] for r in result.history if r.get("perturbed"))
     row = {"ascent": ascent, "seed": seed, "awp_epoch_seconds": awp_seconds / sum(
-        1 for r in result.history if r.get("awp"))}
+        1 for r in result.history if r.get("perturbed"))}
     for which, r in (("best", result.best), ("last", result.last)):
         row[which] = {k: r[k] for k in ("epoch", "test_clean_acc", "test_robust_acc", "gap")}
     return row

@@ -16,7 +16,7 @@ def main(out: Path):
     trainer.method.attack.random_start = "none"  # the same attack on any split of the batch
     x, y = global_batch()
     for _ in range(STEPS):
-        trainer.train_step(x[rank::world], y[rank::world], awp_on=True)
+        trainer.train_step(x[rank::world], y[rank::world], perturb=True)
     torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()},
                out / f"rank{rank}.pt")
     fit = Trainer(ddp_config(out / "run", epochs=1))

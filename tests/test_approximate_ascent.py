@@ -41,13 +41,13 @@ def test_a_training_step_ascends_the_last_pgd_iterates_weight_gradient(tmp_path)
     x_k1 = before_last(trainer.net, x, y, torch.Generator().set_state(state))
     with model_mode(trainer.net, "train"):
         expected = torch.autograd.grad(F.cross_entropy(trainer.net(x_k1), y, reduction="sum"),
-                                       trainer.awp.params)
+                                       trainer.perturbation.params)
     seen = {}
-    compute = trainer.awp.compute
-    trainer.awp.ascent_gradients = lambda closure: pytest.fail("the exact ascent ran")
-    trainer.awp.compute = lambda closure, grads=None: (
+    compute = trainer.perturbation.compute
+    trainer.perturbation.ascent_gradients = lambda closure: pytest.fail("the exact ascent ran")
+    trainer.perturbation.compute = lambda closure, grads=None: (
         seen.setdefault("grads", [g.clone() for g in grads]), compute(closure, grads))[1]
-    trainer.train_step(x, y, awp_on=True)
+    trainer.train_step(x, y, perturb=True)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6)
                for a, b in zip(seen["grads"], expected))
 

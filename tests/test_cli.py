@@ -159,6 +159,9 @@ def test_list_shows_the_registries(capsys):
     for word in ("at-awp", "trades-awp", "preact_resnet18", "wrn34_10", "cifar10", "digits",
                  "cifar10_wrn34_trades_awp"):
         assert word in out
+    from torchawp.perturbations import PERTURBATIONS
+    for name in PERTURBATIONS:  # every weight perturbation, with its line
+        assert f"\n  {name} " in out
 
 
 def test_unknown_command(capsys):

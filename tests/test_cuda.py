@@ -38,8 +38,8 @@ def test_awp_perturbation_under_autocast_has_the_exact_size(tmp_path, precision)
     ref, amp = cuda_trainer(tmp_path / "a"), cuda_trainer(tmp_path / "b", precision=precision)
     x, y = (v.cuda() for v in batch())
     closure = lambda m: F.cross_entropy(m(x), y)  # noqa: E731
-    v_ref, v_amp = ref.awp.compute(closure), amp.awp.compute(closure)
-    for a, b, w in zip(v_ref, v_amp, amp.awp.params):
+    v_ref, v_amp = ref.perturbation.compute(closure), amp.perturbation.compute(closure)
+    for a, b, w in zip(v_ref, v_amp, amp.perturbation.params):
         assert b.dtype == torch.float32
         assert (b.norm() / w.norm()).item() == pytest.approx(0.01, rel=1e-4)
         assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
@@ -51,9 +51,10 @@ def test_fp16_awp_ascent_through_the_gradscaler_matches_fp32(tmp_path):
     ref, t = cuda_trainer(tmp_path / "r"), cuda_trainer(tmp_path / "s", precision="fp16")
     x, y = (v.cuda() for v in batch())
     closure = lambda m: F.cross_entropy(m(x), y)  # noqa: E731
-    v_ref = ref.awp.compute(closure)
-    v_scaled = t.awp.compute(lambda m: t.scaler.scale(closure(m)))  # what train_step ascends
-    for a, b, w in zip(v_ref, v_scaled, t.awp.params):
+    v_ref = ref.perturbation.compute(closure)
+    assert t.perturbation.loss_scale == t.scaler.scale  # train_step ascends the scaled loss
+    v_scaled = t.perturbation.compute(closure)
+    for a, b, w in zip(v_ref, v_scaled, t.perturbation.params):
         assert (b.norm() / w.norm()).item() == pytest.approx(0.01, rel=1e-4)
         assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
 

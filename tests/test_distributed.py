@@ -27,7 +27,7 @@ def test_ddp_ranks_agree_and_match_one_process_on_the_global_batch(tmp_path):
     single.method.attack.random_start = "none"
     x, y = global_batch()
     for _ in range(STEPS):
-        single.train_step(x, y, awp_on=True)
+        single.train_step(x, y, perturb=True)
     # The two-rank update equals the one-process update up to float noise (PGD's sign() turns
     # reduction-order differences into ~1% of the update); ranks that did not average their
     # gradients would be 25-70% off.

@@ -41,7 +41,7 @@ def test_ema_follows_the_warm_up_formula_and_copies_batchnorm_buffers():
 def test_ema_averages_the_weights_at_w_never_at_w_plus_v(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", method="at-awp", ema=1e-9))
     seen = []
-    original = trainer.awp.perturbed
+    original = trainer.perturbation.perturbed
 
     def spy(*args, **kwargs):  # records w + v while the step runs
         ctx = original(*args, **kwargs)
@@ -55,7 +55,7 @@ def test_ema_averages_the_weights_at_w_never_at_w_plus_v(tmp_path):
                 return ctx.__exit__(*exc)
         return Wrapped()
 
-    trainer.awp.perturbed = spy
+    trainer.perturbation.perturbed = spy
     trainer.train_epoch(0)  # the loop: every step, then the callbacks (the average's update)
     perturbed = seen[-1]
     averaged = dict(trainer.ema.module.named_parameters())

@@ -46,7 +46,7 @@ def run_both(trainer, reference, optimizer, method):
     cfg = trainer.cfg
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # torchawp's attack generator
     for x, y in batches():
-        trainer.train_step(x, y, awp_on=True)
+        trainer.train_step(x, y, perturb=True)
         a = cfg.attack
         if method == "at-awp":
             at_awp_step(reference, optimizer, x, y, a.eps, a.step_size, a.steps,
@@ -106,7 +106,7 @@ def test_paper_recipes_are_the_authors_runs(name):
 def test_awp_on_biases_is_reachable_from_the_config(tmp_path):
     cfg = tiny_config(tmp_path / "b")
     cfg.awp.params = "weights+biases"
-    names = [n for n, _ in Trainer(cfg, model=TinyBNNet()).awp.named_params]
+    names = [n for n, _ in Trainer(cfg, model=TinyBNNet()).perturbation.named_params]
     assert names == ["conv.weight", "conv.bias", "fc.weight", "fc.bias"]  # never BN's
 
 

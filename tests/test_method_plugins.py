@@ -137,9 +137,9 @@ def test_a_method_class_overrides_one_half_and_the_step_calls_it(tmp_path):
     x, y = next(iter(trainer.train_loader))
     x_adv = trainer.method.craft(trainer.net, x, y)
     captured = []
-    trainer.awp.compute = lambda closure, grads=None: captured.append(closure) or [
-        torch.zeros_like(p) for p in trainer.awp.params]
-    trainer.train_step(x, y, awp_on=True)
+    trainer.perturbation.compute = lambda closure, grads=None: captured.append(closure) or [
+        torch.zeros_like(p) for p in trainer.perturbation.params]
+    trainer.train_step(x, y, perturb=True)
     before = CleanAscent.calls
     ascended = captured[0](trainer.net).item()  # what the perturbation was given to climb
     assert CleanAscent.calls == before + 1  # the overridden half

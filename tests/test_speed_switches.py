@@ -28,7 +28,7 @@ def batch():
 
 def run_steps(t, n=3):
     x, y = (v.to(t.device) for v in batch())
-    losses = [t.train_step(x, y, awp_on=True)[0].item() / len(y) for _ in range(n)]
+    losses = [t.train_step(x, y, perturb=True)[0].item() / len(y) for _ in range(n)]
     return losses, {k: v.detach().clone() for k, v in t.model.state_dict().items()}
 
 
@@ -59,8 +59,8 @@ def test_bf16_awp_perturbation_is_exact_in_size_and_close_in_direction(tmp_path)
     ref, amp = trainer(tmp_path / "a"), trainer(tmp_path / "b", precision="bf16")
     x, y = batch()
     closure = lambda m: F.cross_entropy(m(x), y)  # noqa: E731
-    v_ref, v_amp = ref.awp.compute(closure), amp.awp.compute(closure)
-    for a, b, w in zip(v_ref, v_amp, amp.awp.params):
+    v_ref, v_amp = ref.perturbation.compute(closure), amp.perturbation.compute(closure)
+    for a, b, w in zip(v_ref, v_amp, amp.perturbation.params):
         assert b.dtype == torch.float32
         assert (b.norm() / w.norm()).item() == pytest.approx(0.01, rel=1e-4)
         assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.98

@@ -76,12 +76,12 @@ def test_awp_is_off_during_warmup_epochs(tmp_path):
     cfg = tiny_config(tmp_path / "w", epochs=2)
     cfg.awp.warmup_epochs = 1
     result = torchawp.train(cfg)
-    assert [r["awp"] for r in result.history] == [False, True]
+    assert [r["perturbed"] for r in result.history] == [False, True]
 
 
 def test_plain_at_never_perturbs(tmp_path):
     result = torchawp.train(tiny_config(tmp_path / "a", method="at", epochs=1))
-    assert result.history[0]["awp"] is False
+    assert result.history[0]["perturbed"] is False
 
 
 def test_resume_continues_bit_identically(tmp_path):
@@ -110,7 +110,7 @@ def test_resume_with_a_different_experiment_is_refused(tmp_path):
 def test_any_nn_module_trains_with_awp(tmp_path):
     torch.manual_seed(0)
     trainer = Trainer(tiny_config(tmp_path / "m", epochs=1), model=TinyBNNet())
-    assert [n for n, _ in trainer.awp.named_params] == ["conv.weight", "fc.weight"]
+    assert [n for n, _ in trainer.perturbation.named_params] == ["conv.weight", "fc.weight"]
     before = trainer.model.conv.weight.detach().clone()
     result = trainer.fit()
     assert not torch.equal(before, trainer.model.conv.weight)

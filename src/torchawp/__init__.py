@@ -8,12 +8,15 @@ Quick use in your own loop::
     x_adv = pgd(model, x, y)
     with awp.perturbed(lambda m: F.cross_entropy(m(x_adv), y)):
         loss = F.cross_entropy(model(x_adv), y)
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        optimizer.zero_grad(); loss.backward(); awp.before_step(); optimizer.step()
+
+``torchawp.RWP``, ``SAM``, ``ASAM``, ``PractitionersAWP`` and ``RandomWeightNoise`` are used
+the same way (``before_step`` is where SAM and the practitioners' AWP go back to ``w``).
 """
 
 from . import attacks, data, methods, models, perturb, perturbations
 from .attacks import FGSM, PGD
-from .perturbations import AWP
+from .perturbations import ASAM, AWP, RWP, SAM, PractitionersAWP, RandomWeightNoise
 from .io.checkpoint import load
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, TorchAWPError
@@ -25,6 +28,7 @@ from .training.trainer import Trainer
 
 __version__ = "0.2.0"
 
-__all__ = ["AWP", "CheckpointError", "ConfigError", "DataError", "FGSM", "PGD", "RunResult",
+__all__ = ["ASAM", "AWP", "CheckpointError", "ConfigError", "DataError", "FGSM", "PGD", "RunResult",
            "TorchAWPError", "TrainConfig", "Trainer", "attacks", "create_model", "data",
-           "evaluate", "load", "methods", "models", "perturb", "perturbations", "train"]
+           "evaluate", "load", "methods", "models", "perturb", "perturbations",
+           "PractitionersAWP", "RWP", "RandomWeightNoise", "SAM", "train"]

@@ -53,7 +53,7 @@ def test_every_method_learns_robustness_on_digits(tmp_path, method, extra_npz,
         cfg.data.extra_data = str(extra_npz)
     result = torchawp.train(cfg)
     # AWP on from the first epoch (warmup 0 in the tiny config), and only for -awp methods
-    assert all(r["awp"] == method.endswith("-awp") for r in result.history)
+    assert all(r["perturbed"] == method.endswith("-awp") for r in result.history)
     assert result.last["test_robust_acc"] > untrained_robust_acc + 0.15
     assert result.last["test_clean_acc"] > 0.5
 

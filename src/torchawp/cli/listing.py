@@ -9,14 +9,15 @@ from ..config.recipes import RECIPE_DIR
 from ..data import DATASETS
 from ..methods import METHODS, method_names
 from ..models import MODELS
+from ..perturbations import PERTURBATIONS
 from ..io.robustbench import ZOO
 from .common import parse
 
 
 @dataclasses.dataclass
 class ListOptions:
-    """Methods, models, datasets, attacks, shipped recipes and the RobustBench entries
-    torchawp maps."""
+    """Methods, weight perturbations, models, datasets, attacks, shipped recipes and the
+    RobustBench entries torchawp maps."""
 
 
 def cmd_list(argv: list[str]) -> int:
@@ -30,6 +31,10 @@ def cmd_list(argv: list[str]) -> int:
                if spec.attack_loss != "none" else "no attack")
         print(f"  {spec.name:<8} attack loss {spec.attack_loss}, BN {spec.bn_mode} while "
               f"crafting, {awp}; {spec.paper}")
+    print("weight perturbations (--perturbation NAME with any method; X-awp is X with awp; "
+          "size and warm-up from awp.gamma / awp.warmup_epochs):")
+    for name, cls in PERTURBATIONS.items():
+        print(f"  {name:<17} {cls.summary}")
     print("models:   " + ", ".join(sorted(MODELS)))
     print("datasets: " + ", ".join(sorted(DATASETS)))
     print("attacks (torchawp eval --attacks; K: steps):")

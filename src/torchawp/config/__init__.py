@@ -24,6 +24,7 @@ AWP_PARAMS = ("weights", "weights+biases")
 SCHEDULES = ("piecewise", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 AUGMENTS = ("auto", "none", "crop-flip", "crop")
+PERTURBATIONS = ("awp", "rwp", "sam", "asam", "awp-practitioners", "random-noise", "none")
 
 
 def shared(name: str, *former: str):
@@ -125,6 +126,38 @@ class AWPConfig:
     scale: str = "layer"
     params: str = "weights"
     ascent: str = "exact"
+
+
+@dataclass
+class PerturbationConfig:
+    """Which weight perturbation trains with the method (torchawp list shows each; the
+    exact semantics are in docs/faithfulness.md). Every one takes its size and warm-up from
+    the awp section where it has them: gamma (AWP, RWP, random noise; the method's default),
+    warmup_epochs (all).
+
+    Attributes:
+        name: awp (the paper), rwp (Yu et al. 2022), sam, asam (Foret et al. 2021, Kwon et al.
+            2021), awp-practitioners (the Kaggle AWP), random-noise (AWP's size, no ascent: the
+            control) or none. Unset: awp for an X-awp method, none otherwise.
+        rho: SAM / ASAM radius. Unset: 0.05 for SAM (davda54/sam), 0.5 for ASAM (its authors'
+            CIFAR example).
+        rwp_steps: RWP's ascent steps (its authors' 10).
+        threshold: RWP's loss stationary condition: examples whose adversarial loss is at or
+            above it do not drive the ascent (its authors' 1.7).
+        adv_lr: the practitioners' AWP: relative step.
+        adv_eps: the practitioners' AWP: elementwise box relative to |w|.
+        adv_step: the practitioners' AWP: steps.
+        param_name: the practitioners' AWP: substring of the perturbed tensors' names.
+    """
+
+    name: Annotated[Optional[str], shared("perturbation", "--perturbation.name")] = None
+    rho: Optional[float] = None
+    rwp_steps: int = 10
+    threshold: float = 1.7
+    adv_lr: float = 1.0
+    adv_eps: float = 0.2
+    adv_step: int = 1
+    param_name: str = "weight"
 
 
 @dataclass
@@ -248,5 +281,6 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -17,7 +17,7 @@ import yaml
 from typeguard import TypeCheckError, check_type
 
 from . import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
-                     TrainConfig)
+               PerturbationConfig, TrainConfig)
 from ..errors import ConfigError
 
 RECIPE_DIR = Path(__file__).parents[1] / "configs"
@@ -192,6 +192,7 @@ _NESTED = {
     (TrainConfig, "data"): DataConfig,
     (TrainConfig, "attack"): AttackConfig,
     (TrainConfig, "awp"): AWPConfig,
+    (TrainConfig, "perturbation"): PerturbationConfig,
     (TrainConfig, "optim"): OptimConfig,
     (TrainConfig, "eval"): EvalConfig,
 }

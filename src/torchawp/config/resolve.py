@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
-                     PRECISIONS, SCHEDULES, TrainConfig)
+               PERTURBATIONS, PRECISIONS, SCHEDULES, TrainConfig)
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..methods import MethodSpec, get_method, method_names
@@ -25,9 +25,10 @@ from ..models.registry import import_factory
 def validate(cfg: TrainConfig) -> TrainConfig:
     """The checked and resolved copy of ``cfg`` (the caller's object is left as it was): every
     field checked, the method's defaults filled into the fields left unset (``attack.bn_mode``;
-    ``awp.gamma`` and ``awp.warmup_epochs`` of AWP methods) and data paths made absolute, so
-    what is saved and printed is what runs. Raises :class:`ConfigError` naming the first bad
-    field, and refuses an AWP method whose AWP would never switch on."""
+    the weight perturbation, ``awp.gamma`` and ``awp.warmup_epochs`` where it uses them, SAM's
+    rho) and data paths made absolute, so what is saved and printed is what runs. Raises
+    :class:`ConfigError` naming the first bad field, and refuses a weight perturbation that
+    would never switch on."""
     cfg = copy.deepcopy(cfg)
     if ":" not in cfg.method:  # a method of your own is checked when it is imported
         _one_of("method", cfg.method, method_names())
@@ -37,6 +38,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_data(cfg)
     _check_attack(cfg)
     _check_awp(cfg)
+    _check_perturbation(cfg)
     _check_optim(cfg)
     _check_eval(cfg)
     _fill_and_check_method(cfg, spec, use_awp)
@@ -135,6 +137,18 @@ def _check_awp(cfg: TrainConfig) -> None:
     _one_of("awp.ascent", w.ascent, ("exact", "last-pgd-step"))
 
 
+def _check_perturbation(cfg: TrainConfig) -> None:
+    p = cfg.perturbation
+    if p.name is not None:
+        _one_of("perturbation.name", p.name, PERTURBATIONS)
+    _check(p.rho is None or p.rho > 0, "perturbation.rho", p.rho, "> 0")
+    _check(p.rwp_steps >= 1, "perturbation.rwp_steps", p.rwp_steps, "an integer >= 1")
+    _check(p.threshold > 0, "perturbation.threshold", p.threshold, "> 0 (the authors' 1.7)")
+    _check(p.adv_lr > 0, "perturbation.adv_lr", p.adv_lr, "> 0")
+    _check(p.adv_eps > 0, "perturbation.adv_eps", p.adv_eps, "> 0")
+    _check(p.adv_step >= 1, "perturbation.adv_step", p.adv_step, "an integer >= 1")
+
+
 def _check_optim(cfg: TrainConfig) -> None:
     o = cfg.optim
     _check(o.lr > 0, "optim.lr", o.lr, "> 0")
@@ -175,27 +189,53 @@ def _fill_and_check_method(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) ->
     _check_method_args(cfg, spec)
     if a.bn_mode is None:
         a.bn_mode = spec.bn_policy(cfg.bn_updates).attack_bn_mode
-    if use_awp:
-        w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
-        w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
-        if w.gamma == 0:
-            raise ConfigError(f"awp.gamma 0 turns AWP off, so {cfg.method} would train as "
-                              f"{spec.name}; use --method {spec.name}, or a gamma > 0 "
-                              f"(the paper: 0.005 to 0.01)")
-        if w.ascent != "exact" and (not spec.approximate_ascent or w.steps != 1):
-            raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "
-                              f"at-awp and awp.steps 1, not {cfg.method} and {w.steps}")
-        if w.warmup_epochs >= cfg.epochs:
-            raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
-                              f"{cfg.epochs}-epoch run with AWP, so {cfg.method} would train as "
-                              f"{spec.name}; lower --awp.warmup-epochs below {cfg.epochs}, train "
-                              f"longer, or use --method {spec.name}")
+    _fill_and_check_perturbation(cfg, spec, use_awp)
     if spec.needs_extra_data and not cfg.data.extra_data:
         raise ConfigError(
             f"method {spec.name} needs data.extra_data: an .npz of pseudo-labelled images (make "
             f"one with `torchawp pseudo-label`), an image store, or auto with data.train_subset "
             f"to hide most labels"
         )
+
+
+def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) -> None:
+    """The perturbation's name (awp for an X-awp method, none otherwise), the method's gamma and
+    warm-up where it uses them, SAM's rho; refused where it would never switch on."""
+    from ..perturbations import PERTURBATIONS as CLASSES
+
+    p, w = cfg.perturbation, cfg.awp
+    if use_awp and p.name not in (None, "awp"):
+        raise ConfigError(f"{cfg.method} trains with AWP; for {p.name} instead give --method "
+                          f"{spec.name} --perturbation {p.name}")
+    p.name = p.name or ("awp" if use_awp else "none")
+    if p.name == "none":
+        if w.ascent != "exact":
+            raise ConfigError(f"awp.ascent {w.ascent} is an option of AWP, and {cfg.method} "
+                              f"trains without it; use --method at-awp")
+        return
+    title = CLASSES[p.name].title
+    alone = spec.name if use_awp else f"{cfg.method} without {title}"
+    w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
+    if p.name in ("awp", "rwp", "random-noise"):
+        w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
+        if w.gamma == 0:
+            raise ConfigError(f"awp.gamma 0 turns {title} off, so {cfg.method} would train as "
+                              f"{alone}; " + (f"use --method {spec.name}, or a gamma > 0 (the "
+                                              f"paper: 0.005 to 0.01)" if use_awp else
+                                              "give a gamma > 0 (AWP's: 0.005 to 0.01)"))
+    if p.name in ("sam", "asam"):
+        rho = inspect.signature(CLASSES[p.name]).parameters["rho"].default  # SAM's or ASAM's
+        p.rho = rho if p.rho is None else p.rho
+    if w.ascent != "exact" and (p.name != "awp" or not spec.approximate_ascent
+                                or w.steps != 1):
+        raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "
+                          f"at-awp and awp.steps 1, not {cfg.method} and {w.steps}")
+    if w.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"awp.warmup_epochs {w.warmup_epochs} leaves no epoch of a "
+                          f"{cfg.epochs}-epoch run with {title}, so {cfg.method} would train as "
+                          f"{alone}; lower --awp.warmup-epochs below {cfg.epochs}, train "
+                          f"longer, or " + (f"use --method {spec.name}" if use_awp else
+                                            "drop --perturbation"))
 
 
 def _check_method_args(cfg: TrainConfig, spec: MethodSpec) -> None:

@@ -53,6 +53,9 @@ class AWP(WeightPerturbation):
     """
 
     name = "awp"
+    title = "AWP"
+    summary = ("per-tensor ball gamma ||w_l||, 1 ascent step of the method's adversarial loss, "
+               "conv/linear weights, step at w + v; Wu et al. 2020")
 
     def __init__(
         self,
@@ -75,6 +78,12 @@ class AWP(WeightPerturbation):
         self.scale = scale
         if self.gamma > 0 and not self.params:
             raise ValueError("AWP found no parameters to perturb with this filter")
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "AWP":
+        w = cfg.awp
+        return cls(model, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
+                   **cls.common(cfg))
 
     @property
     def enabled(self) -> bool:

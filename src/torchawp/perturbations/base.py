@@ -36,7 +36,9 @@ class WeightPerturbation:
             :meth:`restore` returns exactly to ``w``.
     """
 
-    name = "weight perturbation"
+    name = "weight perturbation"  # as --perturbation spells it
+    title = "a weight perturbation"  # as a sentence names it
+    summary = ""  # one line for torchawp list: ball, steps, what drives the ascent, the source
 
     def __init__(self, model: nn.Module, params: ParamFilter = "weights",
                  warmup_epochs: int = 0, finite_only: bool = False):
@@ -46,6 +48,28 @@ class WeightPerturbation:
         self.named_params = select_parameters(model, params)
         self.params = [p for _, p in self.named_params]
         self._v: Optional[list[torch.Tensor]] = None
+        # applied to the ascent loss before its backward: the trainer's fp16 GradScaler, so
+        # that small gradients do not underflow (every ball here normalises, so it cancels)
+        self.loss_scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss
+        self.generator: Optional[torch.Generator] = None  # random draws, saved with the run
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "WeightPerturbation":
+        """The perturbation a validated :class:`~torchawp.config.TrainConfig` asks for."""
+        raise NotImplementedError
+
+    @staticmethod
+    def common(cfg) -> dict:
+        """The arguments every perturbation takes from a config: its warm-up, and whether a
+        non-finite ``v`` is zeroed (skip_nonfinite, fp16)."""
+        return {"warmup_epochs": cfg.awp.warmup_epochs,
+                "finite_only": cfg.skip_nonfinite or cfg.precision == "fp16"}
+
+    def closure(self, method, x: torch.Tensor, x_adv: torch.Tensor,
+                y: torch.Tensor) -> Closure:
+        """The loss the ascent climbs in a training step: the method's
+        (:meth:`~torchawp.methods.Method.ascent_loss`)."""
+        return lambda net: method.ascent_loss(net, x, x_adv, y)
 
     @property
     def enabled(self) -> bool:
@@ -65,7 +89,7 @@ class WeightPerturbation:
         self.model.train()
         try:
             with frozen_bn_stats(self.model), torch.enable_grad():
-                loss = closure(self.model)
+                loss = self.loss_scale(closure(self.model))
                 grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         finally:
             self.model.train(was_training)
@@ -119,6 +143,11 @@ class WeightPerturbation:
             return
         add_(self.params, self._v, alpha=-1.0)
         self._v = None
+
+    def epoch_stats(self) -> dict[str, float]:
+        """What the perturbation measured since the last call, for the epoch's metrics row
+        (RWP: the share of examples that drove its ascent); {} for most."""
+        return {}
 
     def before_step(self) -> None:
         """Called between the backward at ``w + v`` and the optimizer's step: nothing for AWP,

@@ -28,6 +28,9 @@ class RandomWeightNoise(WeightPerturbation):
     """
 
     name = "random-noise"
+    title = "random weight noise"
+    summary = ("Gaussian v on AWP's per-tensor sphere gamma ||w_l||, no ascent: the control of "
+               "Wu et al.'s Fig. 4")
 
     def __init__(self, model: nn.Module, gamma: float = 0.01, params: ParamFilter = "weights",
                  warmup_epochs: int = 0, finite_only: bool = False,
@@ -35,6 +38,11 @@ class RandomWeightNoise(WeightPerturbation):
         super().__init__(model, params, warmup_epochs, finite_only)
         self.gamma = float(gamma)
         self.generator = generator
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "RandomWeightNoise":
+        return cls(model, gamma=cfg.awp.gamma, params=cfg.awp.params, **cls.common(cfg),
+                   generator=torch.Generator().manual_seed(cfg.seed + 2))
 
     @property
     def enabled(self) -> bool:

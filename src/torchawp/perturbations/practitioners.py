@@ -35,6 +35,9 @@ class PractitionersAWP(WeightPerturbation):
     """
 
     name = "awp-practitioners"
+    title = "the practitioners' AWP"
+    summary = ("the Kaggle AWP: relative step adv_lr, elementwise box adv_eps |w|, every tensor "
+               "named *weight*, step at w; not the paper's AWP")
 
     def __init__(self, model: nn.Module, adv_lr: float = 1.0, adv_eps: float = 0.2,
                  adv_step: int = 1, param_name: str = "weight", warmup_epochs: int = 0,
@@ -43,6 +46,12 @@ class PractitionersAWP(WeightPerturbation):
             raise ValueError(f"adv_step must be >= 1 (got {adv_step})")
         super().__init__(model, lambda name, p: param_name in name, warmup_epochs, finite_only)
         self.adv_lr, self.adv_eps, self.adv_step = float(adv_lr), float(adv_eps), int(adv_step)
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "PractitionersAWP":
+        p = cfg.perturbation
+        return cls(model, adv_lr=p.adv_lr, adv_eps=p.adv_eps, adv_step=p.adv_step,
+                   param_name=p.param_name, **cls.common(cfg))
 
     @property
     def enabled(self) -> bool:

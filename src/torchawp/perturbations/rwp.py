@@ -15,7 +15,10 @@ learning rate cancels, so summing the gradients gives the same ``v``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..perturb import ParamFilter
@@ -37,6 +40,9 @@ class RWP(WeightPerturbation):
     """
 
     name = "rwp"
+    title = "RWP"
+    summary = ("one global ball gamma ||w||, 10 ascent steps of the CE of the adversarial "
+               "examples below a loss threshold (1.7), AWP's tensors; Yu et al. 2022")
 
     def __init__(self, model: nn.Module, gamma: float = 0.01, steps: int = 10,
                  threshold: float = 1.7, params: ParamFilter = "weights",
@@ -45,19 +51,52 @@ class RWP(WeightPerturbation):
             raise ValueError(f"RWP steps must be >= 1 (got {steps})")
         super().__init__(model, params, warmup_epochs, finite_only)
         self.gamma, self.steps, self.threshold = float(gamma), int(steps), float(threshold)
+        self._kept, self._seen = 0, 0  # examples below the threshold at the first step
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "RWP":
+        return cls(model, gamma=cfg.awp.gamma, steps=cfg.perturbation.rwp_steps,
+                   threshold=cfg.perturbation.threshold, params=cfg.awp.params,
+                   **cls.common(cfg))
 
     @property
     def enabled(self) -> bool:
         return self.gamma > 0
 
+    def closure(self, method, x, x_adv, y) -> Closure:
+        """RWP climbs the per-example cross-entropy at the adversarial examples, whatever the
+        method's training loss (the authors' ``utils_rwp.py``)."""
+        return lambda net: F.cross_entropy(net(x_adv), y, reduction="none")
+
     def _below_threshold(self, closure: Closure):
+        counted = []
+
         def loss(net: nn.Module) -> torch.Tensor:
             per_example = closure(net)
             if per_example.dim() != 1:
                 raise ValueError("RWP's closure returns one loss per example (reduction="
                                  f"'none'); got shape {tuple(per_example.shape)}")
-            return (per_example * (per_example < self.threshold)).mean()
+            below = per_example < self.threshold
+            if not counted:  # at w: how many examples drive this step's ascent
+                self._kept = self._kept + below.detach().sum()  # a device tensor: no sync
+                self._seen += below.numel()
+                counted.append(True)
+            return (per_example * below).mean()
         return loss
+
+    def epoch_stats(self) -> dict[str, float]:
+        """``rwp_kept``: the share of examples whose adversarial loss at ``w`` was below the
+        threshold, the ones that drove the ascent (0: every v was 0, RWP did nothing)."""
+        if not self._seen:
+            return {}
+        share = float(self._kept) / self._seen
+        if share == 0:
+            warnings.warn(f"RWP: no adversarial loss was below the threshold {self.threshold:g} "
+                          f"since the last epoch, so v was 0 and RWP did nothing (its loss "
+                          f"stationary condition; raise --perturbation.threshold to change it)",
+                          stacklevel=2)
+        self._kept, self._seen = 0, 0
+        return {"rwp_kept": share}
 
     @torch.no_grad()
     def compute(self, closure: Closure, grads=None) -> list[torch.Tensor]:

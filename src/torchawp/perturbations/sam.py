@@ -33,14 +33,19 @@ class SAM(WeightPerturbation):
     """
 
     name = "sam"
+    title = "SAM"
+    summary = ("rho g / ||g|| over every parameter (rho 0.05), 1 ascent step of the method's "
+               "loss, step at w; Foret et al. 2021 (davda54/sam)")
 
     def __init__(self, model: nn.Module, rho: float = 0.05, adaptive: bool = False,
                  params: ParamFilter = "all", warmup_epochs: int = 0,
                  finite_only: bool = False):
         super().__init__(model, params, warmup_epochs, finite_only)
         self.rho, self.adaptive = float(rho), adaptive
-        if adaptive:
-            self.name = "asam"
+
+    @classmethod
+    def from_config(cls, model: nn.Module, cfg) -> "SAM":
+        return cls(model, rho=cfg.perturbation.rho, **cls.common(cfg))
 
     @property
     def enabled(self) -> bool:
@@ -63,3 +68,17 @@ class SAM(WeightPerturbation):
     def before_step(self) -> None:
         """SAM steps at ``w``: remove ``v`` before the optimizer's step."""
         self.restore()
+
+
+class ASAM(SAM):
+    """:class:`SAM` with ``adaptive=True`` (Kwon et al. 2021); rho 0.5 by default, as the ASAM
+    authors' CIFAR example."""
+
+    name = "asam"
+    title = "ASAM"
+    summary = ("SAM scaled elementwise by |w| (rho 0.5): rho w^2 g / || |w| g ||; Kwon et al. "
+               "2021")
+
+    def __init__(self, model: nn.Module, rho: float = 0.5, params: ParamFilter = "all",
+                 warmup_epochs: int = 0, finite_only: bool = False):
+        super().__init__(model, rho, True, params, warmup_epochs, finite_only)

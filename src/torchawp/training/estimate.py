@@ -125,10 +125,11 @@ def measure(trainer, timed_steps: int = 3) -> dict:
     """The whole run's expected time from a few timed steps of ``trainer`` (which they train:
     use a throw-away one) and one timed evaluation batch of the validation split."""
     cfg, clock = trainer.cfg, trainer.clock
-    awp_epochs = [trainer.awp is not None and trainer.awp.applies_in(e) for e in range(cfg.epochs)]
+    wp = trainer.perturbation
+    perturbed = [wp is not None and wp.applies_in(e) for e in range(cfg.epochs)]
     batches = iter(trainer.train_loader.batches())
     step_seconds = {}
-    for awp_on in sorted(set(awp_epochs)):
+    for perturb in sorted(set(perturbed)):
         seconds = []
         for _ in range(timed_steps + (0 if step_seconds else 1)):
             _, x, y = next(batches, (None, None, None))
@@ -136,10 +137,10 @@ def measure(trainer, timed_steps: int = 3) -> dict:
                 batches = iter(trainer.train_loader.batches())
                 _, x, y = next(batches)
             start = clock()
-            trainer.train_step(x, y, awp_on)
+            trainer.train_step(x, y, perturb)
             seconds.append(clock() - start)
-        step_seconds[awp_on] = sum(seconds[-timed_steps:]) / timed_steps
-    train = sum(step_seconds[on] for on in awp_epochs) * trainer.steps_per_epoch
+        step_seconds[perturb] = sum(seconds[-timed_steps:]) / timed_steps
+    train = sum(step_seconds[on] for on in perturbed) * trainer.steps_per_epoch
     data = trainer.splits.val if len(trainer.splits.val) else trainer.splits.test
     images = min(len(data), 128)
     attacks = [("pgd", trainer.eval_attack)] if cfg.eval.steps > 0 else []

@@ -11,7 +11,6 @@ from typing import Any, Optional
 import torch
 
 from ..config import TrainConfig
-from ..methods import get_method
 
 
 @dataclasses.dataclass
@@ -94,14 +93,21 @@ class EpochTotals:
 
 
 def describe(cfg: TrainConfig) -> str:
-    """One line naming what a run trains: method, data, model, threat model and, for AWP
-    methods, the resolved gamma and the epochs AWP is on."""
-    _, use_awp = get_method(cfg.method)
+    """One line naming what a validated config trains: method, data, model, threat model and
+    the weight perturbation with its resolved size and the epochs it is on."""
     text = (f"{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
             f"{cfg.attack.eps:.4g}")
-    if use_awp:
-        w = cfg.awp
-        text += f", AWP gamma {w.gamma:g} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
+    p, w = cfg.perturbation, cfg.awp
+    if p.name in ("awp", "rwp", "random-noise"):
+        size = f"gamma {w.gamma:g}"
+    elif p.name in ("sam", "asam"):
+        size = f"rho {p.rho:g}"
+    else:
+        size = f"adv_lr {p.adv_lr:g} adv_eps {p.adv_eps:g}"
+    if p.name != "none":
+        title = {"awp": "AWP", "rwp": "RWP", "random-noise": "random weight noise",
+                 "sam": "SAM", "asam": "ASAM"}.get(p.name, "the practitioners' AWP")
+        text += f", {title} {size} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
     if cfg.ema:
         text += f", EMA {cfg.ema:g}"
     return text

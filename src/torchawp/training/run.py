@@ -87,7 +87,7 @@ def self_label(cfg: TrainConfig, splits: Splits, run_dir: Path) -> ArrayDataset:
                           "data.train_subset leaves out, and it left none; lower "
                           "data.train_subset or pass an .npz as data.extra_data")
     lab = copy.deepcopy(cfg)
-    lab.method, lab.out_dir = "standard", str(run_dir)
+    lab.method, lab.out_dir, lab.perturbation.name = "standard", str(run_dir), "none"
     lab.resume = (run_dir / "config.yaml").is_file()  # trained before: reuse it
     lab.epochs, lab.optim.schedule, lab.optim.milestones = cfg.data.self_label_epochs, "cosine", []
     lab.data.extra_data = None

@@ -25,7 +25,7 @@ from ..evaluation.accuracy import evaluate_splits
 from ..io.checkpoint import load_state_dict_into, read_weights
 from ..methods import get_method
 from ..models import create_model
-from ..perturbations import AWP
+from ..perturbations import build as build_perturbation
 from ..plots import plot_curves
 from ..runtime import (DistEnv, all_reduce_sum, execution_nets, init_distributed,
                        resolve_device, rng_state, seed_everything, set_rng_state,
@@ -56,7 +56,7 @@ class Trainer:
         self.cfg = cfg = validate(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.spec, use_awp = get_method(cfg.method)
+        self.spec, _ = get_method(cfg.method)
         self.device = resolve_device(cfg.device)
         self.dist: DistEnv = init_distributed(self.device)
         seed_everything(cfg.seed)
@@ -84,14 +84,16 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
-        a, w = cfg.attack, cfg.awp
+        a = cfg.attack
         # the method's halves: crafting x', the training and ascent losses, BatchNorm's forwards
         self.method = self.spec.build(cfg, self.model)
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
-        self.awp = AWP(self.net, gamma=w.gamma, steps=w.steps, scale=w.scale, params=w.params,
-                       warmup_epochs=w.warmup_epochs, finite_only=cfg.skip_nonfinite
-                       or cfg.precision == "fp16") if use_awp else None
+        # w <- w + v around the training loss (AWP, RWP, SAM ...; None: none); its ascent loss
+        # is scaled like the training loss in fp16 (the balls normalise, so the scale cancels)
+        self.perturbation = build_perturbation(cfg, self.net)
+        if self.perturbation is not None:
+            self.perturbation.loss_scale = self.scaler.scale
         # the weight average, evaluated with the model's precision and memory format
         self.ema = EMA(self.model, cfg.ema, wrap=lambda m: execution_nets(
             m, cfg.precision, False, False, self.device, DistEnv())[0]) if cfg.ema else None
@@ -129,25 +131,25 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, awp_on: bool):
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, perturb: bool):
         """One adversarial training step (the paper's Algorithm 1); returns (loss sum, number
-        correct) as device tensors."""
-        m = self.method
+        correct) as device tensors. ``perturb``: with the weight perturbation (past its
+        warm-up)."""
+        m, wp = self.method, self.perturbation
         # 1. x' at w; AWP's approximate ascent takes the last PGD iteration's weight gradient
         ascent_grads = None
-        if awp_on and self.cfg.awp.ascent == "last-pgd-step":
-            x_adv, ascent_grads = m.attack.with_weight_grads(self.net, x, y, self.awp.params,
+        if perturb and self.cfg.awp.ascent == "last-pgd-step":
+            x_adv, ascent_grads = m.attack.with_weight_grads(self.net, x, y, wp.params,
                                                              self.attack_gen)
         else:
             x_adv = m.craft(self.net, x, y, self.attack_gen)
-        # fp16: the ascent loss is scaled like the training loss against underflow; v is
-        # normalised per tensor, so the scale cancels exactly
-        ascent_loss = lambda net: self.scaler.scale(m.ascent_loss(net, x, x_adv, y))  # noqa: E731
-        # 2. w <- w + v, v one ascent step of the method's loss (nothing without AWP)
-        perturbed = (self.awp.perturbed(ascent_loss, awp_on, ascent_grads)
-                     if self.awp is not None else contextlib.nullcontext())
+        # 2. w <- w + v, v from the ascent of the perturbation's loss (AWP: one step of the
+        # method's adversarial loss; nothing without a perturbation)
+        perturbed = (wp.perturbed(wp.closure(m, x, x_adv, y), perturb, ascent_grads)
+                     if wp is not None else contextlib.nullcontext())
         with perturbed:
-            # 3. the training loss at w + v, and the optimizer step there
+            # 3. the training loss at w + v, and the optimizer step there (SAM and the
+            # practitioners' AWP go back to w first, in before_step)
             self.train_net.train()
             out = m.loss(self.train_net, x, x_adv, y)
             # skip_nonfinite costs a host sync per step, hence opt-in
@@ -155,6 +157,8 @@ class Trainer:
             if finite:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(out.loss).backward()
+                if wp is not None:
+                    wp.before_step()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
         # 4. back at w (v removed on leaving the block)
@@ -171,13 +175,13 @@ class Trainer:
         mid-epoch resume). Returns the epoch's train metrics, or None when a stop signal ended
         it early (the position is in ``self.step`` and ``self.totals`` for the checkpoint)."""
         self.method.epoch = epoch  # 0-based, for losses that schedule by epoch
-        awp_on = self.awp is not None and self.awp.applies_in(epoch)
+        perturb = self.perturbation is not None and self.perturbation.applies_in(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.epoch_data_state = self.data_gen.get_state()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         # resuming inside an epoch, batches before self.step replay their random draws only
         for i, x, y in self.train_loader.batches(start=self.step):
-            loss, correct = self.train_step(x, y, awp_on)
+            loss, correct = self.train_step(x, y, perturb)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), i, first_bad)
             self.totals.add(loss, correct, len(y))
             self.step = i + 1
@@ -190,8 +194,9 @@ class Trainer:
                 f"the training loss became NaN/inf at epoch {epoch + 1}, step {int(first_bad) + 1}"
                 f"; {self.run.kept(self.saved)}. Start a new run with a lower --optim.lr, or pass "
                 f"--skip-nonfinite to skip such batches")
-        return {"lr": lr, "awp": awp_on, "train_loss": loss_sum / max(n, 1),
-                "train_acc": correct / max(n, 1)}
+        return {"lr": lr, "perturbed": perturb, "train_loss": loss_sum / max(n, 1),
+                "train_acc": correct / max(n, 1),
+                **(self.perturbation.epoch_stats() if perturb else {})}
 
     def evaluate_epoch(self, splits=("train", "val", "test"),
                        net: Optional[nn.Module] = None) -> Optional[dict[str, float]]:
@@ -221,7 +226,7 @@ class Trainer:
         state = {"epoch": epochs_done, "step": step, "data_sha256": self.data_sha256,
                  "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                 "rng": rng_state({"data": self.data_gen, "attack": self.attack_gen}),
+                 "rng": rng_state(self._generators()),
                  "best_epoch": self.best.epoch, "best_val": self.best.value}
         if step:
             state["epoch_data_state"] = self.epoch_data_state
@@ -236,6 +241,13 @@ class Trainer:
         keep = self.cfg.keep_checkpoints
         if keep and not step and (epochs_done % keep == 0 or epochs_done == self.cfg.epochs):
             self.run.keep_epoch(self.model, meta)
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        """The run's random streams, saved with every checkpoint: data order and augmentation,
+        attacks, and the weight perturbation's draws (random noise)."""
+        own = getattr(self.perturbation, "generator", None)
+        return {"data": self.data_gen, "attack": self.attack_gen,
+                **({"perturbation": own} if own is not None else {})}
 
     def _start(self) -> None:
         """Start a new run, or continue the saved one (``cfg.resume``) from its newest good
@@ -260,7 +272,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"], {"data": self.data_gen, "attack": self.attack_gen})
+        set_rng_state(state["rng"], self._generators())
         self.start_epoch = state["epoch"]
         self.step = state.get("step", 0)
         self.saved = (self.start_epoch, self.step)
