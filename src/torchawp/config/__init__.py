@@ -161,6 +161,22 @@ class PerturbationConfig:
 
 
 @dataclass
+class ConsistencyConfig:
+    """Consistency regularisation (Tack et al., AAAI 2022): every batch holds two augmented
+    views of its images, the method's loss is taken on both, and the Jensen-Shannon divergence
+    between the two views' adversarial outputs is added. Needs an augmentation (data.augment
+    crop or crop-flip); a step costs about twice as much (twice the images).
+
+    Attributes:
+        weight: the JS term's weight (the authors' lam, 1.0); 0: off.
+        temperature: the softmax temperature of the JS term (the authors' T, 0.5).
+    """
+
+    weight: float = 0.0
+    temperature: float = 0.5
+
+
+@dataclass
 class OptimConfig:
     """SGD and its learning-rate schedule (stepped every iteration).
 
@@ -282,5 +298,6 @@ class TrainConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

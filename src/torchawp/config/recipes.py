@@ -16,8 +16,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from typeguard import TypeCheckError, check_type
 
-from . import (AttackConfig, AWPConfig, DataConfig, EvalConfig, OptimConfig,
-               PerturbationConfig, TrainConfig)
+from . import (AttackConfig, AWPConfig, ConsistencyConfig, DataConfig, EvalConfig,
+               OptimConfig, PerturbationConfig, TrainConfig)
 from ..errors import ConfigError
 
 RECIPE_DIR = Path(__file__).parents[1] / "configs"
@@ -193,6 +193,7 @@ _NESTED = {
     (TrainConfig, "attack"): AttackConfig,
     (TrainConfig, "awp"): AWPConfig,
     (TrainConfig, "perturbation"): PerturbationConfig,
+    (TrainConfig, "consistency"): ConsistencyConfig,
     (TrainConfig, "optim"): OptimConfig,
     (TrainConfig, "eval"): EvalConfig,
 }

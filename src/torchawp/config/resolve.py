@@ -39,6 +39,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_attack(cfg)
     _check_awp(cfg)
     _check_perturbation(cfg)
+    _check_consistency(cfg, spec)
     _check_optim(cfg)
     _check_eval(cfg)
     _fill_and_check_method(cfg, spec, use_awp)
@@ -147,6 +148,17 @@ def _check_perturbation(cfg: TrainConfig) -> None:
     _check(p.adv_lr > 0, "perturbation.adv_lr", p.adv_lr, "> 0")
     _check(p.adv_eps > 0, "perturbation.adv_eps", p.adv_eps, "> 0")
     _check(p.adv_step >= 1, "perturbation.adv_step", p.adv_step, "an integer >= 1")
+
+
+def _check_consistency(cfg: TrainConfig, spec: MethodSpec) -> None:
+    c = cfg.consistency
+    _check(c.weight >= 0, "consistency.weight", c.weight, ">= 0 (0: off; the authors' 1.0)")
+    _check(c.temperature > 0, "consistency.temperature", c.temperature,
+           "> 0 (the authors' 0.5)")
+    if c.weight and spec.attack_loss == "none":
+        raise ConfigError(f"consistency.weight {c.weight:g} pulls together the adversarial "
+                          f"outputs of two views, and {spec.name} crafts no adversarial "
+                          f"examples; use it with at, trades, mart or rst")
 
 
 def _check_optim(cfg: TrainConfig) -> None:

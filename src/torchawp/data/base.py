@@ -223,6 +223,7 @@ class BatchLoader:
     batch_size: int
     shuffle: bool = False
     augment: str = "none"
+    views: int = 1  # 2: two augmentations of every batch, stacked, labels repeated
     padding: str = "zero"  # of the random crop: zero or reflect
     drop_last: bool = False
     generator: torch.Generator = field(default_factory=torch.Generator)
@@ -294,7 +295,8 @@ class BatchLoader:
         plan = self._plan()
         for index, e_index in plan[:start]:
             n = len(index) + (len(e_index) if e_index is not None else 0)
-            draw_augmentation(n, self.augment, self.generator)
+            for _ in range(self.views):
+                draw_augmentation(n, self.augment, self.generator)
         todo = plan[start:]
         mapped = self.data.mapped or (self.extra is not None and self.extra.mapped)
         pin = mapped and device.type == "cuda"
@@ -306,9 +308,14 @@ class BatchLoader:
                 raw = [to_float(r) for r in raw]
             x = torch.cat(raw)
             y = torch.cat([p[1].to(device, non_blocking=pin) for p in parts])
-            draws = draw_augmentation(len(x), self.augment, self.generator)
             # augmenting is indexing: on uint8 it moves a quarter of the bytes, same result
-            yield i, to_float(apply_augmentation(x, draws, self.padding)), y
+            views = [to_float(apply_augmentation(
+                x, draw_augmentation(len(x), self.augment, self.generator), self.padding))
+                for _ in range(self.views)]
+            if self.views == 1:
+                yield i, views[0], y
+            else:  # [view 1; view 2], each row's label once per view
+                yield i, torch.cat(views), y.repeat(self.views)
 
 
 def _prefetched(fetch, todo: list, pin: bool, depth: int) -> Iterator:

@@ -8,4 +8,5 @@ RST = register_method(MethodSpec(
     name="rst", loss=trades_loss, attack_loss="kl", random_start="normal", bn_mode="eval",
     awp_gamma=0.005, awp_warmup=10, needs_extra_data=True,
     paper="Carmon et al. 2019 (arXiv 1905.13736)",
+    authors_forwards=("x_adv", "x"),  # semisup-adv's trades_loss: x', then one x forward
 ))

@@ -29,10 +29,16 @@ def run_data(cfg: TrainConfig, splits: Optional[Splits], device: torch.device, d
                               "it with torchawp.train(cfg), which prepares the extra data")
         splits.extra = load_extra(d.extra_data, info.num_classes, info.in_channels,
                                   info.image_size)
+    augment = d.augment if d.augment != "auto" else info.augment
+    if cfg.consistency.weight and augment == "none":  # known once the dataset's default is
+        raise ConfigError(f"consistency.weight {cfg.consistency.weight:g} compares two "
+                          f"augmented views of each image, and the run does not augment "
+                          f"{info.name} (data.augment {d.augment}), so the views would be the "
+                          f"same image and the term 0; pass --data.augment crop or crop-flip")
     on_device = lambda ds: ds.to(device) if ds is not None else None  # noqa: E731
     loader = BatchLoader(
-        on_device(splits.train), d.batch_size, shuffle=True,
-        augment=d.augment if d.augment != "auto" else info.augment, padding=d.crop_padding,
+        on_device(splits.train), d.batch_size, shuffle=True, augment=augment,
+        views=2 if cfg.consistency.weight else 1, padding=d.crop_padding,
         drop_last=dist.enabled, generator=generator, rank=dist.rank,
         world_size=dist.world_size, extra=on_device(splits.extra),
         extra_fraction=d.extra_fraction if splits.extra is not None else 0.0, device=device)

@@ -108,6 +108,9 @@ def describe(cfg: TrainConfig) -> str:
         title = {"awp": "AWP", "rwp": "RWP", "random-noise": "random weight noise",
                  "sam": "SAM", "asam": "ASAM"}.get(p.name, "the practitioners' AWP")
         text += f", {title} {size} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
+    if cfg.consistency.weight:
+        text += (f", consistency weight {cfg.consistency.weight:g} T "
+                 f"{cfg.consistency.temperature:g}")
     if cfg.ema:
         text += f", EMA {cfg.ema:g}"
     return text
