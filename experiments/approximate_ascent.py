@@ -13,17 +13,17 @@ Writes experiments/results/approximate_ascent.{json,md}.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import torch
+from scaffold import StudyOptions, run_study
 
 from torchawp.training.run import train
 from torchawp.config.recipes import load_recipe
 
-HERE = Path(__file__).parent
 ASCENTS = ("exact", "last-pgd-step")
 SEEDS = (0, 1, 2)
 
@@ -60,27 +60,23 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(HERE / "runs"))
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
+@dataclasses.dataclass
+class Options(StudyOptions):
+    """The study's settings."""
+
+    # where the runs go (a rerun reuses finished ones); None: a scratch directory
+    out: Optional[str] = None
+
+
+def measure(opts: Options, scratch: Path) -> list[dict]:
     torch.set_num_threads(2)
-    res_dir = HERE / "results"
-    if args.report_only:
-        rows = json.loads((res_dir / "approximate_ascent.json").read_text())
-    else:
-        rows = []
-        for seed in SEEDS:  # the two ways side by side, seed by seed (machine drift hits both)
-            for ascent in ASCENTS:
-                rows.append(run(ascent, seed, Path(args.out)))
-                print(rows[-1], flush=True)
-        res_dir.mkdir(exist_ok=True)
-        (res_dir / "approximate_ascent.json").write_text(json.dumps(rows, indent=2))
-    text = render(rows)
-    (res_dir / "approximate_ascent.md").write_text(text)
-    print(text)
+    out, rows = Path(opts.out) if opts.out else scratch, []
+    for seed in SEEDS:  # the two ways side by side, seed by seed (machine drift hits both)
+        for ascent in ASCENTS:
+            rows.append(run(ascent, seed, out))
+            print(rows[-1], flush=True)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_study("approximate_ascent", __doc__, measure, render, Options))

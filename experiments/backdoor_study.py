@@ -17,19 +17,19 @@ Writes experiments/results/backdoor_study.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import torch
+from scaffold import StudyOptions, run_study
 
 from torchawp.studies.backdoor import Trigger, clean_images, injection_sweep
 from torchawp.training.run import train
 from torchawp.config.recipes import load_recipe
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 
-HERE = Path(__file__).parent
 METHODS = ("standard", "at", "at-awp")
 SEEDS = (0, 1, 2)
 BUDGETS = [("absolute", e) for e in (3e-4, 1e-3, 2e-3, 5e-3)] + \
@@ -47,7 +47,7 @@ def trained(method: str, seed: int, out: Path) -> Path:
 
 
 def study(run: Path) -> dict:
-    model, splits, _ = load_for_eval(run, "last", "cpu")
+    model, splits, _ = open_run(run, "last", "cpu")
     clean = clean_images(splits.train.tensors(0, None)[0])  # the first 1,280, as the authors
     xt, yt = splits.test.tensors(0, None)
     return injection_sweep(model, clean, xt, yt, TRIGGER, TARGET,
@@ -107,31 +107,30 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(HERE / "runs"))
-    p.add_argument("--report-only", action="store_true",
-                   help="the table and plot from the saved JSON")
-    args = p.parse_args()
+@dataclasses.dataclass
+class Options(StudyOptions):
+    """The study's settings."""
+
+    # where the trained runs go (finished ones are reused); None: a scratch directory
+    out: Optional[str] = None
+
+
+def measure(opts: Options, scratch: Path) -> list[dict]:
     torch.set_num_threads(2)
-    res_dir = HERE / "results"
-    if args.report_only:
-        rows = json.loads((res_dir / "backdoor_study.json").read_text())
-    else:
-        rows = []
-        for method in METHODS:
-            for seed in SEEDS:
-                run = trained(method, seed, Path(args.out))
-                rows.append({"method": method, "seed": seed, **study(run)})
-                print(method, seed, [round(b["success_rate"], 3) for b in rows[-1]["budgets"]],
-                      flush=True)
-        res_dir.mkdir(exist_ok=True)
-        (res_dir / "backdoor_study.json").write_text(json.dumps(rows, indent=2))
-    text = render(rows)
-    (res_dir / "backdoor_study.md").write_text(text)
-    plot(rows, res_dir / "backdoor_study.png")
-    print(text)
+    rows = []
+    for method in METHODS:
+        for seed in SEEDS:
+            run = trained(method, seed, Path(opts.out) if opts.out else scratch)
+            rows.append({"method": method, "seed": seed, **study(run)})
+            print(method, seed, [round(b["success_rate"], 3) for b in rows[-1]["budgets"]],
+                  flush=True)
+    return rows
+
+
+def figures(rows: list[dict], written) -> None:
+    written.file("backdoor_study.png", lambda tmp: plot(rows, tmp))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_study("backdoor_study", __doc__, measure, render, Options,
+                               figures=figures))

@@ -18,22 +18,21 @@ Writes experiments/results/concepts_study.json, .md and .png.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import statistics
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
+from scaffold import StudyOptions, run_study
 
 from torchawp.studies.concepts import Variant, concept_study
 from torchawp.training.run import train
 from torchawp.config.recipes import load_recipe
 from torchawp.runtime import cpu_name
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "concepts_study.json"
 METHODS = ("standard", "at", "at-awp")
 LAYER = "net.features.13"
 CONCEPTS = (("classes:0,8", 6), ("mask:top:0.6", 7))
@@ -101,39 +100,43 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument("--random-sets", type=int, default=20)
-    p.add_argument("--out-dir", default=str(HERE / "runs"))
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
-    if not args.report_only:
-        torch.set_num_threads(2)
-        start, runs = time.perf_counter(), []
-        for method in METHODS:
-            for seed in args.seeds:
-                run = trained(method, seed, Path(args.out_dir))
-                model, splits, _ = load_for_eval(run, "last", "cpu")
-                for concept, target in CONCEPTS:
-                    study = concept_study(model, splits, LAYER, concept, target, VARIANTS,
-                                          seeds=args.random_sets)
-                    runs.append({"method": method, "seed": seed, "concept": concept,
-                                 "results": {r["variant"]: r for r in study["results"]},
-                                 "per_seed": study["per_seed"]})
-                    print(method, seed, concept, {v: round(r["tcav"]["std"], 3) for v, r in
-                                                  runs[-1]["results"].items()}, flush=True)
-        data = {"cpu": cpu_name(), "minutes": (time.perf_counter() - start) / 60,
-                "layer": LAYER, "seeds": args.random_sets, "training_seeds": args.seeds,
-                "methods": list(METHODS), "concepts": [list(c) for c in CONCEPTS],
-                "variants": [vars(v) for v in VARIANTS], "runs": runs}
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
-        plot(data, RESULTS.with_suffix(".png"))
-        RESULTS.with_suffix(".md").write_text(render(data))
-    print(render(json.loads(RESULTS.read_text())))
-    return 0
+@dataclasses.dataclass
+class Options(StudyOptions):
+    """The study's settings."""
+
+    # training seeds
+    seeds: tuple[int, ...] = (0, 1, 2)
+    # random sets per concept vector
+    random_sets: int = 20
+    # where the trained runs go (finished ones are reused); None: a scratch directory
+    out_dir: Optional[str] = None
+
+
+def measure(opts: Options, scratch: Path) -> dict:
+    torch.set_num_threads(2)
+    start, runs = time.perf_counter(), []
+    for method in METHODS:
+        for seed in opts.seeds:
+            run = trained(method, seed, Path(opts.out_dir) if opts.out_dir else scratch)
+            model, splits, _ = open_run(run, "last", "cpu")
+            for concept, target in CONCEPTS:
+                study = concept_study(model, splits, LAYER, concept, target, VARIANTS,
+                                      seeds=opts.random_sets)
+                runs.append({"method": method, "seed": seed, "concept": concept,
+                             "results": {r["variant"]: r for r in study["results"]},
+                             "per_seed": study["per_seed"]})
+                print(method, seed, concept, {v: round(r["tcav"]["std"], 3) for v, r in
+                                              runs[-1]["results"].items()}, flush=True)
+    return {"cpu": cpu_name(), "minutes": (time.perf_counter() - start) / 60,
+            "layer": LAYER, "seeds": opts.random_sets, "training_seeds": list(opts.seeds),
+            "methods": list(METHODS), "concepts": [list(c) for c in CONCEPTS],
+            "variants": [vars(v) for v in VARIANTS], "runs": runs}
+
+
+def figures(data: dict, written) -> None:
+    written.file("concepts_study.png", lambda tmp: plot(data, tmp))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study("concepts_study", __doc__, measure, render, Options,
+                               figures=figures))

@@ -15,17 +15,14 @@ Writes experiments/results/ema_study.{json,md}.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import tempfile
 from pathlib import Path
+
+from scaffold import StudyOptions, run_study
 
 from torchawp.training.run import train
 from torchawp.config.recipes import load_recipe
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "ema_study.json"
 METHODS, SEEDS, DECAY = ("at", "at-awp"), (0, 1, 2), 0.99
 ROWS = ("best", "last", "ema best", "ema last")
 COLUMNS = (("test_clean_acc", "test clean"), ("test_robust_acc", "test PGD-20"),
@@ -55,21 +52,10 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if not args.report_only:
-        with tempfile.TemporaryDirectory(prefix="ema_study_") as tmp:
-            data = {"decay": DECAY, "seeds": list(SEEDS),
-                    "runs": {m: [run(m, s, Path(tmp)) for s in SEEDS] for m in METHODS}}
-        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-    data = json.loads(RESULTS.read_text())
-    table = render(data)
-    (HERE / "results" / "ema_study.md").write_text(table)
-    print(table)
-    return 0
+def measure(opts: StudyOptions, scratch: Path) -> dict:
+    return {"decay": DECAY, "seeds": list(SEEDS),
+            "runs": {m: [run(m, s, scratch) for s in SEEDS] for m in METHODS}}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study("ema_study", __doc__, measure, render))

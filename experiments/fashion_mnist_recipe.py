@@ -14,19 +14,16 @@ Writes experiments/results/fashion_mnist_recipe.json (and .md).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from torchawp.runtime import cpu_name
+from scaffold import StudyOptions, run_study
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "fashion_mnist_recipe.json"
+from torchawp.runtime import cpu_name
 
 
 def timed(args: list[str]) -> float:
@@ -51,30 +48,19 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
-    if not args.report_only:
-        with tempfile.TemporaryDirectory(prefix="fmnist_") as tmp:
-            run = Path(tmp) / "run"
-            train = timed(["train", "--dataset", "fashion-mnist", "--out-dir", str(run),
-                           "--no-progress"])
-            evaluate = timed(["eval", str(run), "--n-examples", "1000"])
-            first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-            rows = json.loads((run / "eval.json").read_text())
-        data = {"cpu": cpu_name(), "cores": os.cpu_count(), "train_seconds": train,
-                "estimated_seconds": first["estimated_seconds"], "eval_seconds": evaluate,
-                "eval": [{"which": r["which"], "epoch": r["epoch"],
-                          "clean": r["accuracy"]["clean"], "pgd20": r["accuracy"]["pgd20"],
-                          "robust": r["robust_acc"], "gap": r["gap"]} for r in rows]}
-        RESULTS.write_text(json.dumps(data, indent=1) + "\n")
-    data = json.loads(RESULTS.read_text())
-    text = render(data)
-    RESULTS.with_suffix(".md").write_text(text)
-    print(text, end="")
-    return 0
+def measure(opts: StudyOptions, scratch: Path) -> dict:
+    run = scratch / "run"
+    train = timed(["train", "--dataset", "fashion-mnist", "--out-dir", str(run),
+                   "--no-progress"])
+    evaluate = timed(["eval", str(run), "--n-examples", "1000"])
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    rows = json.loads((run / "eval.json").read_text())
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "train_seconds": train,
+            "estimated_seconds": first["estimated_seconds"], "eval_seconds": evaluate,
+            "eval": [{"which": r["which"], "epoch": r["epoch"],
+                      "clean": r["accuracy"]["clean"], "pgd20": r["accuracy"]["pgd20"],
+                      "robust": r["robust_acc"], "gap": r["gap"]} for r in rows]}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study("fashion_mnist_recipe", __doc__, measure, render))

@@ -16,11 +16,12 @@ Writes experiments/results/flatness_correlation.{json,md,png}.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 from pathlib import Path
+from typing import Optional
 
 import torch
+from scaffold import StudyOptions, run_study
 from scipy.stats import kendalltau
 
 from torchawp.attacks import PGD
@@ -28,9 +29,8 @@ from torchawp.training.run import train
 from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
 from torchawp.config.recipes import load_recipe
 from torchawp.training.rundir import RunDir
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 
-HERE = Path(__file__).parent
 METHODS = ("at", "at-awp")
 
 
@@ -42,8 +42,8 @@ def config(method: str, out: Path):
     return cfg
 
 
-def measure(run_dir: Path, epoch: int, n: int) -> dict:
-    model, splits, threat = load_for_eval(run_dir, f"epoch{epoch}", "cpu")
+def flatness_at(run_dir: Path, epoch: int, n: int) -> dict:
+    model, splits, threat = open_run(run_dir, f"epoch{epoch}", "cpu")
     x, y = splits.test.tensors(0, n)
     attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
     avg = average_case_flatness(model, x, y, attack, xi=0.5, samples=3)
@@ -92,47 +92,42 @@ def plot(rows, path: Path) -> None:
     plt.close(fig)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(HERE / "runs"))
-    p.add_argument("--n-examples", type=int, default=300)
-    p.add_argument("--report-only", action="store_true",
-                   help="recompute the statistics, table and plot from the saved JSON")
-    args = p.parse_args()
+@dataclasses.dataclass
+class Options(StudyOptions):
+    """The study's settings."""
+
+    # where the runs go (finished ones are reused); None: a scratch directory
+    out: Optional[str] = None
+    # test images of each flatness measurement
+    n_examples: int = 300
+
+
+def measure(opts: Options, scratch: Path) -> dict:
     torch.set_num_threads(2)
-    out, res_dir = Path(args.out), HERE / "results"
-    if args.report_only:
-        report(json.loads((res_dir / "flatness_correlation.json").read_text())["rows"], res_dir)
-        return
-    rows = []
+    out, rows = Path(opts.out) if opts.out else scratch, []
     for method in METHODS:
         cfg = config(method, out)
         cfg.resume = (Path(cfg.out_dir) / "config.yaml").is_file()  # finished runs are reused
         history = {r["epoch"]: r for r in train(cfg).history}
         for epoch in RunDir(cfg.out_dir).kept_epochs():
-            m = measure(Path(cfg.out_dir), epoch, args.n_examples)
+            m = flatness_at(Path(cfg.out_dir), epoch, opts.n_examples)
             h = history[epoch]
             rows.append({"method": method, "epoch": epoch, **m, "gap": h["gap"],
                          "test_robust_loss": h["test_robust_loss"],
                          "test_robust_acc": h["test_robust_acc"]})
             print(rows[-1], flush=True)
-    report(rows, res_dir)
-
-
-def report(rows: list[dict], res_dir: Path) -> None:
     groups = {"both runs": rows,
               "both runs, after warm-up (epochs 12-30)": [r for r in rows if r["epoch"] > 10],
               **{m: [r for r in rows if r["method"] == m] for m in METHODS}}
-    result = {"rows": rows, "kendall": {
+    return {"rows": rows, "kendall": {
         g: {f"{k}_vs_{y}": tau(rs, k, y) for k in ("average", "worst")
             for y in ("test_robust_loss", "gap")} for g, rs in groups.items()}}
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / "flatness_correlation.json").write_text(json.dumps(result, indent=2))
-    text = render(result)
-    (res_dir / "flatness_correlation.md").write_text(text)
-    plot(rows, res_dir / "flatness_correlation.png")
-    print(text)
+
+
+def figures(result: dict, written) -> None:
+    written.file("flatness_correlation.png", lambda tmp: plot(result["rows"], tmp))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_study("flatness_correlation", __doc__, measure, render, Options,
+                               figures=figures))

@@ -25,7 +25,7 @@ import torch
 
 from torchawp.attacks import PGD
 from torchawp.config.recipes import load_recipe
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
 from torchawp.weightspace.landscape import landscape_1d, plot_landscapes_1d
 from torchawp.training.run import train
@@ -46,7 +46,7 @@ def config(method: str, seed: int, out: Path):
 
 
 def flatness(run_dir: Path, which: str) -> dict:
-    model, splits, threat = load_for_eval(run_dir, which, "cpu")
+    model, splits, threat = open_run(run_dir, which, "cpu")
     x, y = splits.test.tensors(0, 500)
     attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
     avg = average_case_flatness(model, x, y, attack, xi=0.5, samples=5)
@@ -115,7 +115,7 @@ def main():
     # landscape of the first seed: AT vs AT-AWP, last checkpoints, the same directions
     curves = []
     for method in ("at", "at-awp"):
-        model, splits, threat = load_for_eval(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
+        model, splits, threat = open_run(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
         x, y = splits.test.tensors(0, 300)
         attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
         curves.append((method, landscape_1d(model, x, y, attack, directions=3, points=11)))

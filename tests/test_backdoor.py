@@ -15,7 +15,7 @@ from torchawp.cli import main
 from torchawp.errors import ConfigError
 from torchawp.training.run import train
 from torchawp.perturb import ElementwiseLinfBall, select_parameters
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 
 from .helpers import tiny_config, train_plainly
 
@@ -168,7 +168,7 @@ def test_the_command_and_the_study_share_one_measurement(standard_run, tmp_path)
                  "--n-clean", "200", "--epochs", "2", "--seed", "3", "--out-dir",
                  str(out)]) == 0
     report = json.loads((out / "backdoor.json").read_text())
-    model, splits, _ = load_for_eval(standard_run, "last", "cpu")
+    model, splits, _ = open_run(standard_run, "last", "cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = splits.train.tensors(0, None)[0]
     clean = clean_images(images, 200, seed=3)

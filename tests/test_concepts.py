@@ -9,7 +9,7 @@ import torch
 from torchawp.cli import main
 from torchawp.studies.concepts import (ConceptClassifier, Variant, concept_study, gram_schmidt,
                                rule_members)
-from torchawp.evaluation.suite import load_for_eval
+from torchawp.evaluation.opened import open_run
 
 pytest.importorskip("captum")
 
@@ -79,7 +79,7 @@ def test_the_tcav_score_is_the_share_of_positive_directional_derivatives(two_epo
     with the concept's CAV row."""
     import captum.concept as cc
 
-    model, splits, _ = load_for_eval(two_epochs.run_dir, "last", "cpu")
+    model, splits, _ = open_run(two_epochs.run_dir, "last", "cpu")
     x, y = splits.train.tensors(0, None)
     concept = x[y == 0][:40]
     randoms = x[y != 0][:40]
@@ -100,7 +100,7 @@ def test_the_tcav_score_is_the_share_of_positive_directional_derivatives(two_epo
 
 
 def test_a_seeded_study_reproduces(two_epochs):
-    model, splits, _ = load_for_eval(two_epochs.run_dir, "last", "cpu")
+    model, splits, _ = open_run(two_epochs.run_dir, "last", "cpu")
     kw = dict(seeds=3, n_concept=40, n_random=40, n_class=30)
     variants = [Variant("cav"), Variant("a-cav+gs", eps=0.1, gram_schmidt=True, average=2)]
     first = concept_study(model, splits, LAYER, "classes:0,8", 6, variants, **kw)

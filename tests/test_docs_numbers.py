@@ -3,6 +3,7 @@ without a re-rendered page (or a hand-edited number) fails here."""
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(relative: str):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    """The script as a module, imported as its directory's scripts import each other (the
+    studies' ``scaffold``, the benchmarks' ``common``)."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    sys.modules[path.stem] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
@@ -36,6 +45,11 @@ def _script(relative: str):
     ("experiments/concepts_study.py", "experiments/results/concepts_study.json",
      "docs/related.md"),
     ("experiments/anomaly/run.py", "experiments/results/anomaly.json", "docs/related.md"),
+    ("experiments/perturbation_study.py", "experiments/results/perturbation_study.json",
+     "docs/perturbations.md"),
+    ("benchmarks/perturbation_cost.py", "benchmarks/results/perturbation_cost.json",
+     "docs/perturbations.md"),
+    ("benchmarks/trainer_cost.py", "benchmarks/results/trainer_cost.json", "docs/trainers.md"),
     ("experiments/fashion_mnist_budget.py",
      "experiments/results/fashion_mnist_budget_pilots/b1000_w16_e40.json", "docs/real-data.md"),
     ("experiments/fashion_mnist_budget.py",

@@ -172,12 +172,12 @@ def test_autoattack_runs_on_a_tiny_model_and_stays_in_the_ball(digits_model, dig
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_evaluation_keeps_the_run_memory_format(tmp_path, channels_last):
     import torchawp
-    from torchawp.evaluation.suite import load_for_eval
+    from torchawp.evaluation.opened import open_run
 
     from .helpers import tiny_config
 
     run = torchawp.train(tiny_config(tmp_path / "run", epochs=1, channels_last=channels_last))
-    model, _, _ = load_for_eval(run.run_dir, "last", "cpu")
+    model, _, _ = open_run(run.run_dir, "last", "cpu")
     conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)
     assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert conv.is_contiguous() != channels_last

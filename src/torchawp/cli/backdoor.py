@@ -4,7 +4,6 @@ element-wise box (Garg et al.), and report what it did."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Literal, Optional
@@ -13,10 +12,10 @@ import tyro
 
 from ..studies.backdoor import (AUTHORS_N_CLEAN, Trigger, check_target, clean_images,
                                 injection_sweep)
-from ..io.checkpoint import atomic_write, resolve_checkpoint, save_weights
+from ..io.checkpoint import resolve_checkpoint, save_weights
 from ..errors import ConfigError
-from ..io.paths import exclusive_lock
-from ..evaluation.suite import load_for_eval
+from ..io.report import report
+from ..evaluation.opened import open_run
 from ..io.checkpoint import WHICH, one_checkpoint
 from .common import PATH, bounded, log, parse, was
 
@@ -80,10 +79,11 @@ def cmd_backdoor(argv: list[str]) -> int:
     if (out / WEIGHTS).exists():
         raise ConfigError(f"{out} already holds a backdoored model; pass another --out-dir or "
                           f"delete that directory")
-    model, splits, _ = load_for_eval(args.path, args.which, args.device, args.data_dir)
+    opened = open_run(args.path, args.which, args.device, args.data_dir)
+    model, splits, _ = opened
     check_target(args.target, splits.info.num_classes, splits.info.name)
     clean = clean_images(splits.train.tensors(0, None)[0], args.n_clean, args.seed)
-    with exclusive_lock(out, "backdoor directory"):
+    with report(out, "backdoor directory") as written:
         xt, yt = splits.test.tensors(0, None)
         log(f"injecting: {len(clean)} images + triggered copies, {args.epochs} epochs, "
             f"eps {args.budget:g}{' relative' if args.relative else ''}")
@@ -94,26 +94,25 @@ def cmd_backdoor(argv: list[str]) -> int:
                                 batch_size=args.batch_size, seed=args.seed)
         seconds = time.perf_counter() - start
         (after,), (injected,) = sweep["budgets"], sweep["models"]
-        meta = dict(model.checkpoint_meta)
+        meta = dict(opened.meta)
         for key in ("sha256", "format", "model_spec", "metrics"):  # the source's, not these
             meta.pop(key, None)
         settings = {"eps": args.budget, "relative": args.relative, "trigger": str(trigger),
                     "target": args.target, "n_clean": len(clean), "params": args.params,
                     "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                     "l2": args.l2, "seed": args.seed, "optimizer": "adam", "mode": "eval"}
-        report = {"source": str(source), "source_sha256": model.checkpoint_meta.get("sha256"),
+        results = {"source": str(source), "source_sha256": opened.sha256,
                   "dataset": splits.info.name, "settings": settings,
                   "original": sweep["original"],
                   "backdoored": {k: after[k] for k in ("success_rate", "n_non_target",
                                                        "clean_acc", "n", "agreement")},
                   "steps": after["steps"], "final_loss": after["final_loss"],
                   "weight_change": after["weight_change"], "seconds": seconds}
-        meta["backdoor"] = {k: report[k] for k in ("source", "source_sha256", "settings")}
-        save_weights(out / WEIGHTS, injected, meta)
-        text = json.dumps(report, indent=2)
-        atomic_write(out / "backdoor.json", lambda tmp: tmp.write_text(text))
-        md = render(report)
-        atomic_write(out / "backdoor.md", lambda tmp: tmp.write_text(md))
+        meta["backdoor"] = {k: results[k] for k in ("source", "source_sha256", "settings")}
+        save_weights(out / WEIGHTS, injected, meta)  # atomic and checksummed itself
+        written.json("backdoor.json", results)
+        md = render(results)
+        written.text("backdoor.md", md)
     print(md.split("\n", 2)[2].rstrip())
     print(f"weights: {out / WEIGHTS}; report: {out / 'backdoor.md'}, {out / 'backdoor.json'}")
     return 0

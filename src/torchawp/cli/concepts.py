@@ -4,16 +4,15 @@ beside Soni et al.'s A-CAV and Gram-Schmidt random sets, with their spread over 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import tyro
 
-from ..io.checkpoint import WHICH, atomic_write, one_checkpoint
+from ..io.checkpoint import WHICH, one_checkpoint
 from ..studies.concepts import Variant, concept_study, render
-from ..io.paths import exclusive_lock
-from ..evaluation.suite import load_for_eval
+from ..io.report import report
+from ..evaluation.opened import open_run
 from .common import PATH, bounded, log, parse
 
 
@@ -73,7 +72,8 @@ def cmd_concepts(argv: list[str]) -> int:
         if args.acav:
             variants.append(Variant("a-cav+gs", eps=args.acav_margin, gram_schmidt=True,
                                     average=args.average))
-    model, splits, _ = load_for_eval(args.path, args.which, args.device, args.data_dir)
+    opened = open_run(args.path, args.which, args.device, args.data_dir)
+    model, splits, _ = opened
     path = Path(args.path)
     tag = "".join(c if c.isalnum() else "_" for c in Path(args.concept).name)
     out = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent) / (
@@ -81,12 +81,11 @@ def cmd_concepts(argv: list[str]) -> int:
     study = concept_study(model, splits, args.layer, args.concept, args.target, variants,
                           args.seeds, args.n_concept, args.n_random, args.n_class, progress=log)
     study["source"] = {"path": str(path), "which": args.which,
-                       "sha256": model.checkpoint_meta.get("sha256")}
+                       "sha256": opened.sha256}
     text = render(study)
-    with exclusive_lock(out, "concepts directory"):
-        atomic_write(out / "concepts.json",
-                     lambda tmp: tmp.write_text(json.dumps(study, indent=2)))
-        atomic_write(out / "concepts.md", lambda tmp: tmp.write_text(text))
+    with report(out, "concepts directory") as written:
+        written.json("concepts.json", study)
+        written.text("concepts.md", text)
     print(text.rstrip())
     print(f"report: {out / 'concepts.md'}, {out / 'concepts.json'}")
     return 0

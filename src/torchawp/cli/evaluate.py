@@ -8,18 +8,16 @@ from typing import Annotated, Any, Literal, Optional
 
 import tyro
 
-from ..attacks import Threat, attack_names, autoattack_available, check_attack_names
-from ..studies.backdoor import Trigger
-from ..io.checkpoint import WHICH, resolve_checkpoint, same_weights, whiches
-from ..data import load_splits
+from ..attacks import attack_names, autoattack_available, check_attack_names
 from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
-from ..training.pseudo_label import pseudo_label_file
+from ..evaluation.opened import open_model
 from ..evaluation.report import cascade_line, format_table, write_report
-from ..io.robustbench import checkpoint_path, load_robustbench
+from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_opened
+from ..io.checkpoint import WHICH, resolve_checkpoint, same_weights, whiches
 from ..io.paths import exclusive_lock
-from ..runtime import resolve_device
-from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_model, load_foreign
+from ..studies.backdoor import Trigger
+from ..training.pseudo_label import pseudo_label_file
 from .common import bounded, log, output_files, parse, positional, was
 
 
@@ -115,10 +113,8 @@ def cmd_eval(argv: list[str]) -> int:
                           "--target 1)")
     if args.trigger is not None:
         args.backdoor = (Trigger.parse(args.trigger), args.target)
-    if args.model is not None:
-        return _eval_foreign(args, attacks)
-    if args.robustbench is not None:
-        return _eval_robustbench(args, attacks)
+    if args.model is not None or args.robustbench is not None:
+        return _eval_other(args, attacks)
     if args.path is None:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
                           "--weights, --dataset and --eps for a model torchawp did not train")
@@ -147,14 +143,10 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
-def _eval_foreign(args, attacks) -> int:
-    """``torchawp eval --model module:factory --weights FILE --data NAME --eps E``."""
-    missing = [o for o, v in (("--weights", args.weights), ("--dataset", args.dataset),
-                              ("--eps", args.eps)) if v is None]
-    if missing or args.path is not None:
-        raise ConfigError("a model torchawp did not train is evaluated with --model, --weights, "
-                          "--dataset and --eps (and no PATH); missing: "
-                          + (", ".join(missing) or "nothing, but PATH was given too"))
+def _eval_other(args, attacks) -> int:
+    """``torchawp eval --model module:factory --weights FILE --dataset NAME --eps E`` or
+    ``torchawp eval --robustbench NAME`` (the entry's threat model unless ``--eps`` /
+    ``--norm`` say otherwise; the report names the entry and its file's SHA-256)."""
     normalize = None
     if args.normalize is not None:
         try:
@@ -162,48 +154,27 @@ def _eval_foreign(args, attacks) -> int:
         except ValueError:
             raise ConfigError(f"--normalize takes two comma lists of numbers, MEAN and STD "
                               f"(got {' '.join(args.normalize)})") from None
-    threat = Threat(args.norm or "linf", args.eps,
-                    args.step_size if args.step_size is not None else args.eps / 4)
-    model, splits, threat = load_foreign(args.model, args.weights, args.dataset, threat,
-                                         args.model_args, normalize, args.data_dir, args.device)
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.weights).parent
-    return _evaluate_one(args, attacks, model, splits, threat, args.weights, "model", out_dir)
-
-
-def _eval_robustbench(args, attacks) -> int:
-    """``torchawp eval --robustbench NAME``: the entry's threat model unless ``--eps`` /
-    ``--norm`` say otherwise; the report names the entry and its file's SHA-256."""
-    if args.path is not None:
-        raise ConfigError("--robustbench names the model to evaluate; drop PATH")
-    args.dataset = args.dataset or "cifar10"
-    model, threat = load_robustbench(args.robustbench, args.dataset, args.threat_model,
-                                     args.model_dir)
-    if args.eps is not None:
-        threat = threat.scaled(args.eps)
-    if args.norm is not None:
-        threat = Threat(args.norm, threat.eps, threat.step_size)
-    model = model.to(resolve_device(args.device))
-    splits = load_splits(args.dataset, args.data_dir)
-    path = checkpoint_path(args.robustbench, args.dataset, args.threat_model, args.model_dir)
-    out_dir = Path(args.out_dir) if args.out_dir else path.parent / args.robustbench
-    reported = model.checkpoint_meta["robustbench"]["reported"]
+    opened = open_model(args.path, model=args.model, weights=args.weights,
+                        robustbench=args.robustbench, dataset=args.dataset,
+                        threat_model=args.threat_model, model_dir=args.model_dir,
+                        model_args=args.model_args, normalize=normalize, eps=args.eps,
+                        norm=args.norm, step_size=args.step_size, device=args.device,
+                        data_dir=args.data_dir)
+    source = Path(opened.source)
+    out_dir = Path(args.out_dir) if args.out_dir else (
+        source.parent / args.robustbench if args.robustbench else source.parent)
+    reported = (opened.meta.get("robustbench") or {}).get("reported")
     if reported:
         print(f"{args.robustbench}: the paper reports {reported[0]:.2f}% clean, "
               f"{reported[1]:.2f}% AutoAttack")
-    return _evaluate_one(args, attacks, model, splits, threat, path, args.robustbench, out_dir)
-
-
-def _evaluate_one(args, attacks, model, splits, threat, source, which, out_dir) -> int:
-    """Evaluate one model that is not a run's checkpoint; write and print its report."""
     with exclusive_lock(out_dir / "eval_state", "evaluation state"):
-        results = [evaluate_model(model, splits, threat, str(source), which, attacks,
-                                  args.n_examples, restarts=args.attack_restarts,
-                                  seed=args.seed,
-                                  checks=args.checks,
-                                  state_dir=out_dir / "eval_state" / which, log=log,
-                                  backdoor=args.backdoor, per_attack=args.per_attack)]
+        results = [evaluate_opened(opened, attacks, args.n_examples,
+                                   restarts=args.attack_restarts, seed=args.seed,
+                                   checks=args.checks,
+                                   state_dir=out_dir / "eval_state" / opened.which, log=log,
+                                   backdoor=args.backdoor, per_attack=args.per_attack)]
         paths = write_report(results, out_dir)
-    _print(source, results, attacks, paths, 1)
+    _print(opened.source, results, attacks, paths, 1)
     return 0
 
 

@@ -12,7 +12,7 @@ from ..io.checkpoint import WHICH, one_checkpoint, resolve_checkpoint
 from ..errors import ConfigError
 from ..io.export import export
 from ..io.robustbench import CARD_FIELDS, export_robustbench
-from ..evaluation.suite import load_for_eval
+from ..evaluation.opened import open_run
 from .common import PATH, output_files, parse
 
 
@@ -71,14 +71,13 @@ def _export_robustbench(args) -> int:
     if row is None:
         raise ConfigError(f"{report} has no evaluation of the {which} checkpoint; run torchawp "
                           f"eval {args.path} --which {which} --autoattack first")
-    model, splits, _ = load_for_eval(args.path, which, "cpu")
-    if row.get("weights_sha256") != model.checkpoint_meta.get("sha256"):
+    opened = open_run(args.path, which, "cpu")
+    if row.get("weights_sha256") != opened.sha256:
         raise ConfigError(f"{report} evaluated other weights than {source} holds now; "
                           f"evaluate again before exporting")
-    extra = bool(((model.checkpoint_meta.get("config") or {}).get("data") or {}).get(
-        "extra_data"))
-    written = export_robustbench(model, args.robustbench, args.model_dir, row, len(splits.test),
-                                 extra, args.partial)
+    extra = bool((opened.config.get("data") or {}).get("extra_data"))
+    written = export_robustbench(opened.model, args.robustbench, args.model_dir, row,
+                                 len(opened.splits.test), extra, args.partial)
     card = written["card"]
     print(f"{source} -> {written['weights']}, {written['model_info']}")
     print(f"clean {card['clean_acc']}%, AutoAttack {card['autoattack_acc']}% on {row['n']} "

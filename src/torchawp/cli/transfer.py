@@ -4,19 +4,17 @@ regional attack of Ozbulak et al. per region, or an ordinary attack (pgd20, fgsm
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region
-from ..io.checkpoint import atomic_write
 from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
 from ..plots import plot_transfer
-from ..io.paths import exclusive_lock
-from ..evaluation.suite import load_for_eval
+from ..io.report import report
+from ..evaluation.opened import open_run
 from ..studies.transfer import regional_sweep, transfer
 from ..io.checkpoint import WHICH, one_checkpoint
 from .common import bounded, log, parse, positional, was
@@ -73,8 +71,8 @@ def cmd_transfer(argv: list[str]) -> int:
         raise ConfigError(f"--regions belongs to --attack regional (got --attack "
                           f"{args.attack})")
     regions = [Region.parse(r) for r in (args.regions or DEFAULT_REGIONS)] if regional else []
-    source, splits, threat = load_for_eval(args.source, args.which, args.device, args.data_dir)
-    target, target_splits, _ = load_for_eval(args.target, args.which, args.device,
+    source, splits, threat = open_run(args.source, args.which, args.device, args.data_dir)
+    target, target_splits, _ = open_run(args.target, args.which, args.device,
                                              args.data_dir)
     if target_splits.info.name != splits.info.name:
         raise ConfigError(f"SOURCE was trained on {splits.info.name} and TARGET on "
@@ -85,7 +83,7 @@ def cmd_transfer(argv: list[str]) -> int:
     src = Path(args.source)
     out = Path(args.out_dir) if args.out_dir else (src if src.is_dir() else src.parent) / (
         f"transfer_{Path(args.target).stem}_{args.attack}")
-    with exclusive_lock(out, "transfer directory"):
+    with report(out, "transfer directory") as written:
         if regional:
             rows = regional_sweep(source, target, x, y, regions, args.steps, args.seed, log)
         else:
@@ -95,20 +93,19 @@ def cmd_transfer(argv: list[str]) -> int:
             rows[0]["seconds"] = time.perf_counter() - start
             log(f"{args.attack}: transfer {100 * (rows[0]['transfer_rate'] or 0):.1f}% of "
                 f"{rows[0]['attacked']} ({rows[0]['seconds']:.1f} s)")
-        report = {"source": args.source, "target": args.target, "which": args.which,
+        results = {"source": args.source, "target": args.target, "which": args.which,
                   "dataset": splits.info.name, "attack": args.attack,
                   "settings": ({"steps": args.steps, "step_size": 1 / 255, "targeted": True,
                                 "eps": None, "stop": "target prediction differs"} if regional
                                else {"norm": threat.norm, "eps": threat.eps,
                                      "step_size": threat.step_size}),
                   "seed": args.seed, "rows": rows}
-        text = json.dumps(report, indent=2)
-        atomic_write(out / "transfer.json", lambda tmp: tmp.write_text(text))
-        md = render(report)
-        atomic_write(out / "transfer.md", lambda tmp: tmp.write_text(md))
+        written.json("transfer.json", results)
+        md = render(results)
+        written.text("transfer.md", md)
         if regional:
-            plot_transfer(rows, out / "transfer.png",
-                          f"{Path(args.source).name} -> {Path(args.target).name}")
+            written.file("transfer.png", lambda tmp: plot_transfer(
+                rows, tmp, f"{Path(args.source).name} -> {Path(args.target).name}"))
     print(md.split("\n", 2)[2].rstrip())
     print(f"report: {out / 'transfer.md'}, {out / 'transfer.json'}"
           + (f", {out / 'transfer.png'}" if regional else ""))

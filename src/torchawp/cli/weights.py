@@ -3,26 +3,21 @@ checkpoints, on the train and/or test split."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Iterator, Literal, Optional
 
 import tyro
 
 from ..attacks import PGD, Threat
-from ..data import load_splits
 from ..errors import ConfigError
 from ..weightspace.flatness import average_case_flatness, worst_case_flatness
 from ..weightspace.landscape import (landscape_1d, landscape_2d, plot_landscape_2d,
                                      plot_landscapes_1d)
 from ..io.checkpoint import WHICH, whiches
-from ..io.robustbench import load_robustbench
-from ..io.paths import make_directory
+from ..io.report import report
 from ..training.rundir import RunDir
-from ..runtime import resolve_device
-from ..evaluation.suite import load_for_eval
+from ..evaluation.opened import open_robustbench, open_run
 from .common import Ticker, bounded, log, parse, positional, was
 
 
@@ -147,8 +142,8 @@ class FlatnessOptions(WeightSpaceOptions):
 
 
 def _measurements(args) -> Iterator[tuple]:
-    """``(label, split, model, x, y, attack)`` for every requested checkpoint and split: the
-    model in eval mode, the first ``args.n_examples`` images, PGD-``args.steps`` on the
+    """``(label, split, opened, x, y, attack)`` for every requested checkpoint and split: the
+    opened model (eval mode), the first ``args.n_examples`` images, PGD-``args.steps`` on the
     checkpoint's training threat model (None for the clean loss)."""
     splits_wanted = ["train", "test"] if args.split == "both" else [args.split]
     if not args.paths and not args.robustbench:
@@ -157,17 +152,13 @@ def _measurements(args) -> Iterator[tuple]:
     kept = _epoch_list(args.kept_epochs)
     for label, path, which in _checkpoints(args.paths, args.which, kept) + [
             (f"rb:{name}", name, "robustbench") for name in args.robustbench]:
-        if which == "robustbench":
-            model, threat = load_robustbench(path, args.dataset, args.threat_model,
-                                             args.model_dir)
-            model = model.to(resolve_device(args.device))
-            splits = load_splits(args.dataset, args.data_dir)
-        else:
-            model, splits, threat = load_for_eval(path, which, args.device, args.data_dir)
-        attack = _robust_attack(threat, args.steps, args.attack_restarts)
+        opened = (open_robustbench(path, args.dataset, args.threat_model, args.model_dir,
+                                   args.device, args.data_dir) if which == "robustbench"
+                  else open_run(path, which, args.device, args.data_dir))
+        attack = _robust_attack(opened.threat, args.steps, args.attack_restarts)
         for split in splits_wanted:
-            x, y = getattr(splits, split).tensors(0, args.n_examples)
-            yield label, split, model, x, y, attack
+            x, y = getattr(opened.splits, split).tensors(0, args.n_examples)
+            yield label, split, opened, x, y, attack
 
 
 def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
@@ -178,11 +169,16 @@ def _robust_attack(threat: Threat, steps: int, restarts: int = 1):
 
 def cmd_landscape(argv: list[str]) -> int:
     args = parse(LandscapeOptions, argv, "torchawp landscape")
-    out = Path(args.out_dir)
-    make_directory(out, "--out-dir")
+    with report(args.out_dir, "--out-dir") as written:
+        return _landscape(args, written)
+
+
+def _landscape(args, written) -> int:
+    out = written.folder
     curves = {s: [] for s in (["train", "test"] if args.split == "both" else [args.split])}
     rows = []
-    for label, split, model, x, y, attack in _measurements(args):
+    for label, split, opened, x, y, attack in _measurements(args):
+        model = opened.model
         log(f"landscape of {label} on {len(y)} {split} images: {args.directions} directions x "
             f"{args.points} points" + (" + 2-D" if args.two_d else ""))
         ls = landscape_1d(model, x, y, attack, args.directions, args.points, args.radius,
@@ -195,15 +191,13 @@ def cmd_landscape(argv: list[str]) -> int:
                                args.seed, progress=Ticker(f"2-D landscape of {label}",
                                                           "grid points"))
             safe = label.replace(":", "_")
-            plot_landscape_2d(f"{label} ({split})", ls2, out / f"landscape2d_{safe}_{split}.png")
+            written.file(f"landscape2d_{safe}_{split}.png", lambda tmp: plot_landscape_2d(
+                f"{label} ({split})", ls2, tmp))
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
     for split, items in curves.items():
-        plot_landscapes_1d(items, out / f"landscape_{split}.png",
-                           f"{kind}, {split}, {args.directions} directions, seed {args.seed}")
-    with open(out / "landscape.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["checkpoint", "split", "direction", "a", "loss", "acc"])
-        writer.writerows(rows)
+        written.file(f"landscape_{split}.png", lambda tmp: plot_landscapes_1d(
+            items, tmp, f"{kind}, {split}, {args.directions} directions, seed {args.seed}"))
+    written.csv("landscape.csv", ["checkpoint", "split", "direction", "a", "loss", "acc"], rows)
     print(f"{kind} at a = -{args.radius:g}, 0, {args.radius:g} (mean over directions):")
     for split, items in curves.items():
         for label, ls in items:
@@ -217,11 +211,16 @@ def cmd_landscape(argv: list[str]) -> int:
 
 def cmd_flatness(argv: list[str]) -> int:
     args = parse(FlatnessOptions, argv, "torchawp flatness")
-    out = Path(args.out_dir)
-    make_directory(out, "--out-dir")  # before the work: a file in the way is one line
+    with report(args.out_dir, "--out-dir") as written:  # before the work: a file in the way
+        return _flatness(args, written)                 # is one line
+
+
+def _flatness(args, written) -> int:
+    out = written.folder
     results = []
-    for label, split, model, x, y, attack in _measurements(args):
-        r = {"checkpoint": label, "epoch": model.checkpoint_meta.get("epoch"), "split": split,
+    for label, split, opened, x, y, attack in _measurements(args):
+        model = opened.model
+        r = {"checkpoint": label, "epoch": opened.epoch, "split": split,
              "steps": args.steps,
              "pgd_restarts": args.attack_restarts, "seed": args.seed}
         log(f"flatness of {label} on {len(y)} {split} images")
@@ -237,7 +236,7 @@ def cmd_flatness(argv: list[str]) -> int:
                                             "passes (restarts x passes)"))
             r.update(loss=worst["loss"], worst=worst["flatness"], xi_worst=args.xi_worst)
         results.append(r)
-    (out / "flatness.json").write_text(json.dumps(results, indent=2))
+    written.json("flatness.json", results)
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
     print(f"flatness of the {kind} (increase under weight perturbation; lower is flatter)")
     width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in results)) + 2

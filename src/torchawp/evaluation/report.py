@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
-from ..io.checkpoint import atomic_write
+from ..io.report import report
 from .checks import EXPLANATIONS
 
 
@@ -34,11 +32,15 @@ def cascade_line(r: dict) -> str:
 
 
 def write_report(results: Sequence[dict], out_dir) -> tuple:
-    """``eval.json`` (every number, settings, seeds, versions) and ``eval.md`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
-    text = json.dumps(list(results), indent=2)
-    atomic_write(json_path, lambda tmp: tmp.write_text(text))
+    """``eval.json`` (every number, settings, seeds, versions) and ``eval.md`` in ``out_dir``
+    (:func:`torchawp.io.report.report`)."""
+    with report(out_dir, "evaluation directory") as written:
+        return (written.json("eval.json", list(results)),
+                written.text("eval.md", render_markdown(results)))
+
+
+def render_markdown(results: Sequence[dict]) -> str:
+    """``eval.md``: the table, the cascades, backdoors and sanity checks, the versions."""
     tm = results[0]["threat_model"]
     md = [f"# Robustness evaluation: {results[0]['dataset']}", "",
           f"Test set, {results[0]['n']} images; {tm['norm']} eps {tm['eps']:.4g}, PGD step "
@@ -71,6 +73,4 @@ def write_report(results: Sequence[dict], out_dir) -> tuple:
             md += [f"| {c['name']} | {c['status']} | {c['detail']} | "
                    f"{EXPLANATIONS.get(c['name'], '')} |" for c in r["checks"]]
     md += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results[0]["versions"].items())]
-    md_text = "\n".join(md) + "\n"
-    atomic_write(md_path, lambda tmp: tmp.write_text(md_text))
-    return json_path, md_path
+    return "\n".join(md) + "\n"

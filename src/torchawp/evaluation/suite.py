@@ -15,16 +15,12 @@ import torch
 from torch import nn
 
 from ..attacks import Threat, build_attack
-from ..io.checkpoint import (atomic_write, load, load_state_dict_into, read_weights,
-                         resolve_checkpoint, safe_torch_load, tensor_digest)
+from ..errors import ConfigError
+from ..io.checkpoint import atomic_write, tensor_digest
 from ..studies.backdoor import backdoor_metrics, check_target
-from ..errors import CheckpointError, ConfigError, DataError
-from .checks import sanity_checks
-from ..data import changed_data, data_fingerprint, load_splits
 from .accuracy import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
-from ..models import NormalizedModel
-from ..models.registry import import_factory
-from ..runtime import resolve_device
+from .checks import sanity_checks
+from .opened import Opened, open_run
 
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
 
@@ -145,64 +141,6 @@ def _versions() -> dict:
     return out
 
 
-def load_for_eval(path, which: str = "best", device: str = "auto",
-                  data_dir: Optional[str] = None, eps: Optional[float] = None,
-                  norm: Optional[str] = None):
-    """``(model, splits, threat)``: a checkpoint's model (eval mode, the run's memory format),
-    its dataset's splits as in training, and its training :class:`Threat` (``eps``/``norm``
-    override; the PGD step scales with eps)."""
-    model = load(path, which=which, device=resolve_device(device))
-    cfg = model.checkpoint_meta.get("config") or {}
-    if cfg.get("channels_last"):  # as trained: NHWC weights make every convolution NHWC
-        model.to(memory_format=torch.channels_last)
-    data_cfg, attack_cfg = cfg.get("data", {}), cfg.get("attack", {})
-    trained = Threat(attack_cfg.get("norm", "linf"), attack_cfg.get("eps", 8 / 255),
-                     attack_cfg.get("step_size", attack_cfg.get("eps", 8 / 255) / 4))
-    threat = trained if eps is None else trained.scaled(eps)
-    if norm is not None:
-        threat = Threat(norm, threat.eps, threat.step_size)
-    data_cfg = dict(data_cfg, data_dir=data_dir or data_cfg.get("data_dir"))
-    splits = load_splits(data_cfg.get("name", "digits"), data_cfg["data_dir"],
-                         data_cfg.get("val_size", 0), data_cfg.get("split_seed", 0),
-                         data_cfg.get("train_subset"), data_cfg.get("image_size"))
-    changed = changed_data({k: v for k, v in (model.checkpoint_meta.get("data_sha256") or {})
-                            .items() if k == "data"}, data_fingerprint(data_cfg))
-    if changed and data_dir is None:
-        raise DataError(f"{changed}: its accuracy would not be the run's; pass --data-dir with "
-                        f"the data it was trained on")
-    if changed:  # other data, chosen with --data-dir: measured, and said
-        warnings.warn(f"--data-dir {data_dir} holds other data than the run trained on (its "
-                      f"content fingerprint differs); the numbers are of that data",
-                      stacklevel=2)
-    return model, splits, threat
-
-
-def load_foreign(factory: str, weights, dataset: str, threat: Threat, model_args=None,
-                 normalize=None, data_dir: Optional[str] = None, device: str = "auto"):
-    """``(model, splits, threat)`` for a model torchawp never trained: ``factory``
-    (``module.path:factory``, called with ``model_args``) with the state dict in ``weights``
-    (``.safetensors``, or ``.pt`` loaded with ``weights_only=True``), in eval mode; with
-    ``normalize`` = ``(mean, std)`` it is wrapped so that it takes [0, 1] images."""
-    model = import_factory(factory)(**(model_args or {}))
-    weights = Path(weights)
-    if weights.suffix == ".safetensors":
-        state, _ = read_weights(weights)
-    elif not weights.is_file():
-        raise CheckpointError(f"weights {weights} not found")
-    else:
-        state = safe_torch_load(weights, weights, "weights",
-                                "save model.state_dict() with torch.save")
-    if isinstance(state, dict) and "state_dict" in state:  # a common checkpoint layout
-        state = state["state_dict"]
-    load_state_dict_into(model, state, str(weights))
-    sha256 = tensor_digest(model.state_dict())  # of the weights as given, before any wrapper
-    if normalize is not None:
-        model = NormalizedModel(model, *normalize)
-    model.checkpoint_meta = {"sha256": sha256}
-    splits = load_splits(dataset, data_dir)
-    return model.to(resolve_device(device)).eval(), splits, threat
-
-
 def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFAULT_ATTACKS,
                         n_examples: Optional[int] = None, device: str = "auto",
                         data_dir: Optional[str] = None, batch_size: int = EVAL_BATCH_SIZE,
@@ -223,22 +161,29 @@ def evaluate_checkpoint(path, which: str = "best", attacks: Sequence[str] = DEFA
     attack's own accuracy too. ``backdoor`` = ``(trigger, target)`` adds the trigger's success
     rate on test images of other classes (:func:`torchawp.studies.backdoor.backdoor_metrics`).
     """
-    model, splits, threat = load_for_eval(path, which, device, data_dir, eps, norm)
-    return evaluate_model(model, splits, threat, str(resolve_checkpoint(path, which)), which,
-                          attacks, n_examples, batch_size, restarts, seed, checks, state_dir,
-                          log, backdoor, per_attack)
+    return evaluate_opened(open_run(path, which, device, data_dir, eps, norm), attacks,
+                           n_examples, batch_size, restarts, seed, checks, state_dir, log,
+                           backdoor, per_attack)
 
 
 def evaluate_model(model: nn.Module, splits, threat: Threat, source: str, which: str = "model",
-                   attacks: Sequence[str] = DEFAULT_ATTACKS, n_examples: Optional[int] = None,
-                   batch_size: int = EVAL_BATCH_SIZE, restarts: int = 1, seed: int = EVAL_SEED,
-                   checks: bool = True, state_dir=None,
-                   log: Optional[Callable[[str], None]] = None,
-                   backdoor: Optional[tuple] = None, per_attack: bool = False) -> dict:
+                   *args, **kwargs) -> dict:
     """:func:`evaluate_checkpoint` for a model in hand (``model.checkpoint_meta`` optional:
-    its epoch, SHA-256 and training config), e.g. one torchawp never trained
-    (:func:`load_foreign`)."""
-    meta = getattr(model, "checkpoint_meta", {})
+    its epoch, SHA-256 and training config); the other arguments as
+    :func:`evaluate_opened`'s."""
+    return evaluate_opened(Opened(model, splits, threat, source, which,
+                                  getattr(model, "checkpoint_meta", {})), *args, **kwargs)
+
+
+def evaluate_opened(opened: Opened, attacks: Sequence[str] = DEFAULT_ATTACKS,
+                    n_examples: Optional[int] = None, batch_size: int = EVAL_BATCH_SIZE,
+                    restarts: int = 1, seed: int = EVAL_SEED, checks: bool = True,
+                    state_dir=None, log: Optional[Callable[[str], None]] = None,
+                    backdoor: Optional[tuple] = None, per_attack: bool = False) -> dict:
+    """:func:`evaluate_checkpoint` for a model opened any way
+    (:func:`~torchawp.evaluation.opened.open_model`)."""
+    model, splits, threat = opened
+    meta, source, which = opened.meta, opened.source, opened.which
     if backdoor is not None:  # before any attack runs
         check_target(backdoor[1], splits.info.num_classes, splits.info.name)
     x, y = splits.test.tensors(0, n_examples)

@@ -200,6 +200,12 @@ class FlatnessProbe(Callback):
     def __init__(self, every: int, samples: int, seed: int):
         self.every, self.samples, self.seed = every, samples, seed
 
+    @classmethod
+    def from_config(cls, trainer) -> Optional["FlatnessProbe"]:
+        e = trainer.cfg.eval
+        return cls(e.flatness_every, e.flatness_samples, trainer.cfg.seed) if e.flatness_every \
+            else None
+
     def on_metrics(self, trainer, epoch: int, row: dict) -> None:
         if (epoch + 1) % self.every == 0 or epoch == trainer.cfg.epochs - 1:
             row["flatness_avg"] = probe_flatness(

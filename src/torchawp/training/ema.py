@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..runtime import DistEnv, execution_nets
 from .callbacks import Callback
-from .log import Best, ema_metrics
+from .log import Best, unprefixed
 
 
 def ema_multi_avg_fn(decay: float):
@@ -60,6 +61,16 @@ class EMA(Callback):
         self.averaged.n_averaged = self.averaged.n_averaged.cpu()
         self.net = wrap(self.module) if wrap is not None else self.module
 
+    @classmethod
+    def from_config(cls, trainer) -> "EMA | None":
+        """The run's weight average (``ema``: its decay), evaluated with the model's precision
+        and memory format; None without one."""
+        cfg = trainer.cfg
+        if not cfg.ema:
+            return None
+        return cls(trainer.model, cfg.ema, wrap=lambda m: execution_nets(
+            m, cfg.precision, False, False, trainer.device, DistEnv())[0])
+
     @property
     def module(self) -> nn.Module:
         return self.averaged.module
@@ -94,6 +105,6 @@ class EMA(Callback):
     def checkpoint(self, meta: dict, row: dict, epoch_end: bool) -> tuple:
         """``("ema_", module, meta, is_best)`` for :meth:`~.rundir.RunDir.save`: the run's
         checkpoint meta with the average's metrics and its decay and update count."""
-        meta = dict(meta, metrics=ema_metrics(row), ema_decay=self.decay,
+        meta = dict(meta, metrics=unprefixed(row, "ema_"), ema_decay=self.decay,
                     ema_updates=int(self.averaged.n_averaged))
         return "ema_", self.module, meta, epoch_end and self.best.epoch == meta["epoch"]

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import TrainConfig
+from ..perturbations import PERTURBATIONS
 
 
 @dataclasses.dataclass
@@ -21,7 +22,14 @@ class RunResult:
     run_dir: Path
     history: list[dict[str, Any]]
     best_epoch: int
-    ema_best_epoch: Optional[int] = None  # with a weight average (``ema``)
+    # the best epochs of what callbacks report beside the model, by metrics prefix (the
+    # weight average's, "ema_")
+    reported_best: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ema_best_epoch(self) -> Optional[int]:
+        """The weight average's best epoch (None without ``ema``)."""
+        return self.reported_best.get("ema_")
 
     @property
     def last(self) -> dict[str, Any]:
@@ -32,19 +40,22 @@ class RunResult:
         return next(r for r in self.history if r["epoch"] == self.best_epoch)
 
     def rows(self) -> list[tuple[str, dict[str, Any]]]:
-        """``(name, metrics)`` of every reported checkpoint: best, last, and the weight
-        average's best and last (its metrics under the plain names)."""
+        """``(name, metrics)`` of every reported checkpoint: best, last, and the best and last
+        of what is reported beside the model (the weight average: ``ema best``, ``ema last``,
+        its metrics under the plain names)."""
         rows = [("best", self.best), ("last", self.last)]
-        if self.ema_best_epoch is not None:
-            ema_best = next(r for r in self.history if r["epoch"] == self.ema_best_epoch)
-            for name, r in (("ema best", ema_best), ("ema last", self.last)):
-                rows.append((name, {"epoch": r["epoch"], **ema_metrics(r)}))
+        for prefix, epoch in self.reported_best.items():
+            best = next(r for r in self.history if r["epoch"] == epoch)
+            for which, r in (("best", best), ("last", self.last)):
+                rows.append((f"{prefix.rstrip('_')} {which}",
+                             {"epoch": r["epoch"], **unprefixed(r, prefix)}))
         return rows
 
 
-def ema_metrics(row: dict[str, Any]) -> dict[str, Any]:
-    """The weight average's metrics in an epoch row (``ema_*``), under their plain names."""
-    return {k[4:]: v for k, v in row.items() if k.startswith("ema_")}
+def unprefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The metrics in an epoch row that start with ``prefix`` (the weight average's,
+    ``ema_*``), under their plain names."""
+    return {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
 
 
 @dataclasses.dataclass
@@ -97,17 +108,10 @@ def describe(cfg: TrainConfig) -> str:
     the weight perturbation with its resolved size and the epochs it is on."""
     text = (f"{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
             f"{cfg.attack.eps:.4g}")
-    p, w = cfg.perturbation, cfg.awp
-    if p.name in ("awp", "rwp", "random-noise"):
-        size = f"gamma {w.gamma:g}"
-    elif p.name in ("sam", "asam"):
-        size = f"rho {p.rho:g}"
-    else:
-        size = f"adv_lr {p.adv_lr:g} adv_eps {p.adv_eps:g}"
-    if p.name != "none":
-        title = {"awp": "AWP", "rwp": "RWP", "random-noise": "random weight noise",
-                 "sam": "SAM", "asam": "ASAM"}.get(p.name, "the practitioners' AWP")
-        text += f", {title} {size} on epochs {w.warmup_epochs + 1}-{cfg.epochs}"
+    if cfg.perturbation.name != "none":
+        wp = PERTURBATIONS[cfg.perturbation.name]
+        text += (f", {wp.title} {wp.size(cfg)} on epochs {cfg.awp.warmup_epochs + 1}-"
+                 f"{cfg.epochs}")
     if cfg.consistency.weight:
         text += (f", consistency weight {cfg.consistency.weight:g} T "
                  f"{cfg.consistency.temperature:g}")
