@@ -1,5 +1,7 @@
 """Peak memory of one AT step, one torchawp AT-AWP step and one proxy-model AWP step (the
-authors' and ART's approach), each measured in a fresh process on the same model and batch.
+authors' and ART's approach), each measured in a fresh process on the same model and batch;
+``--child NAME`` measures any weight perturbation (``benchmarks/perturbation_cost.py`` asks
+for each).
 
 On CUDA it reads torch.cuda.max_memory_allocated; on CPU the process's peak resident set size.
 The printed numbers are the increase over the AT step, next to the size of the model's weights.
@@ -22,9 +24,9 @@ from common import ProxyAWP
 
 
 def child(variant: str, args) -> dict:
-    from torchawp import AWP
     from torchawp.attacks import PGD
     from torchawp.models import create_model
+    from torchawp.perturbations import PERTURBATIONS
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -33,17 +35,21 @@ def child(variant: str, args) -> dict:
     x = torch.rand(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
     pgd = PGD(steps=args.steps, bn_mode="train")
-    awp = {"awp": AWP(model, gamma=0.01), "proxy": ProxyAWP(model, gamma=0.01)}.get(variant)
+    awp = (ProxyAWP(model, gamma=0.01) if variant == "proxy" else
+           PERTURBATIONS[variant](model) if variant in PERTURBATIONS else None)
+    reduction = "none" if variant == "rwp" else "mean"  # RWP climbs per-example losses
 
     def step():
         x_adv = pgd(model, x, y)
-        perturbed = (awp.perturbed(lambda m: F.cross_entropy(m(x_adv), y)) if awp is not None
-                     else contextlib.nullcontext())
+        perturbed = (awp.perturbed(lambda m: F.cross_entropy(m(x_adv), y, reduction=reduction))
+                     if awp is not None else contextlib.nullcontext())
         with perturbed:
             model.train()
             loss = F.cross_entropy(model(x_adv), y)
             opt.zero_grad()
             loss.backward()
+            if awp is not None:
+                awp.before_step()
             opt.step()
 
     step()  # allocator and optimizer state warm
@@ -59,6 +65,15 @@ def child(variant: str, args) -> dict:
     return {"peak": peak, "weights": weights, "device": str(device)}
 
 
+def peak(variant: str, model: str, batch_size: int, steps: int) -> dict:
+    """:func:`child`'s numbers for ``variant`` (at, proxy or a perturbation's name), from a
+    fresh process."""
+    cmd = [sys.executable, __file__, "--child", variant, "--model", model,
+           "--batch-size", str(batch_size), "--steps", str(steps)]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="preact_resnet18")
@@ -69,12 +84,8 @@ def main():
     if args.child:
         print(json.dumps(child(args.child, args)))
         return
-    out = {}
-    for variant in ("at", "awp", "proxy"):
-        cmd = [sys.executable, __file__, "--child", variant, "--model", args.model,
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps)]
-        out[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True,
-                                                 check=True).stdout.strip().splitlines()[-1])
+    out = {variant: peak(variant, args.model, args.batch_size, args.steps)
+           for variant in ("at", "awp", "proxy")}
     mb = lambda b: b / 2**20  # noqa: E731
     base = out["at"]["peak"]
     print(f"{args.model}, batch {args.batch_size}, {out['at']['device']}; weights "

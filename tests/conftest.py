@@ -82,3 +82,18 @@ def two_epochs(tmp_path_factory):
     from .helpers import tiny_config
 
     return torchawp.train(tiny_config(tmp_path_factory.mktemp("two") / "run", epochs=2))
+
+
+@pytest.fixture(scope="session")
+def extra_npz(tmp_path_factory):
+    """RST's extra data: the digits training images a 300-image labelled subset leaves out,
+    with their labels, as an .npz."""
+    import numpy as np
+
+    from torchawp.data import load_splits
+
+    splits = load_splits("digits", val_size=200, train_subset=300)
+    path = tmp_path_factory.mktemp("extra") / "extra.npz"
+    images = (splits.unused.images * 255).round().to(torch.uint8)
+    np.savez(path, images=images.permute(0, 2, 3, 1).numpy(), labels=splits.unused.labels.numpy())
+    return path

@@ -10,7 +10,7 @@ import torch
 from torchawp.config.resolve import validate
 from torchawp.data import BatchLoader, load_splits
 from torchawp.data.base import apply_augmentation, draw_augmentation, to_float
-from torchawp.methods import get_method
+from torchawp.methods import build_method
 from torchawp.methods.consistency import Consistency, jensen_shannon
 from torchawp.training.trainer import Trainer
 
@@ -69,7 +69,7 @@ def test_the_loss_on_two_views_is_the_authors_loop_in_float64(tmp_path, method):
     torch.manual_seed(0)
     ours, theirs = TinyBNNet().double(), TinyBNNet().double()
     theirs.load_state_dict(ours.state_dict())
-    m = get_method(method)[0].build(cfg, ours)
+    m = build_method(cfg, ours)
     assert isinstance(m, Consistency)
     x = torch.rand(8, 1, 8, 8, dtype=torch.float64)  # 4 images, two views each
     y = torch.randint(0, 10, (4,))

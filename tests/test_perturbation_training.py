@@ -5,14 +5,12 @@ makes it a no-op is refused or said."""
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
 import torchawp
 from torchawp.config.resolve import validate
-from torchawp.data import load_splits
 from torchawp.errors import ConfigError
 from torchawp.perturbations import PERTURBATIONS, SAM, build
 from torchawp.training.trainer import Trainer
@@ -22,15 +20,6 @@ from .test_cli import run_cli
 
 METHODS = ["at", "trades", "mart", "rst", "standard"]
 FAMILY = ["awp", "rwp", "sam", "asam", "awp-practitioners", "random-noise"]
-
-
-@pytest.fixture(scope="module")
-def extra_npz(tmp_path_factory):
-    splits = load_splits("digits", val_size=200, train_subset=300)
-    path = tmp_path_factory.mktemp("extra") / "extra.npz"
-    images = (splits.unused.images * 255).round().to(torch.uint8)
-    np.savez(path, images=images.permute(0, 2, 3, 1).numpy(), labels=splits.unused.labels.numpy())
-    return path
 
 
 def _config(tmp_path, method, perturbation, extra_npz=None, **awp):

@@ -143,9 +143,10 @@ def test_rwp_equals_the_authors_proxy_loop_in_float64():
         rwp.perturb(lambda m: F.cross_entropy(m(x), y))
 
 
+@pytest.mark.parametrize("adv_step", [1, 2])  # 1: the in-place path, the class's default
 @pytest.mark.parametrize("adv_lr, adv_eps", [(0.5, 0.01), (0.01, 0.2)])  # box binds / does not
-def test_the_practitioners_awp_equals_the_copied_class_in_float64(adv_lr, adv_eps):
-    """Three steps with two inner steps each (SGD momentum, weight decay) against a
+def test_the_practitioners_awp_equals_the_copied_class_in_float64(adv_lr, adv_eps, adv_step):
+    """Three steps with one or two inner steps each (SGD momentum, weight decay) against a
     transcription of the Kaggle class: parameters equal to 1e-10; its tensors are every
     "weight" (BatchNorm's too), and the box holds."""
     from .reference.practitioners_awp import ReferencePractitionersAWP
@@ -153,8 +154,9 @@ def test_the_practitioners_awp_equals_the_copied_class_in_float64(adv_lr, adv_ep
     ours, theirs, batches = _twins(7)
     sgd = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
     opt, ref_opt = (torch.optim.SGD(m.parameters(), **sgd) for m in (ours, theirs))
-    awp = PractitionersAWP(ours, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=2)
-    ref = ReferencePractitionersAWP(theirs, ref_opt, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=2)
+    awp = PractitionersAWP(ours, adv_lr=adv_lr, adv_eps=adv_eps, adv_step=adv_step)
+    ref = ReferencePractitionersAWP(theirs, ref_opt, adv_lr=adv_lr, adv_eps=adv_eps,
+                                    adv_step=adv_step)
     assert [n for n, _ in awp.named_params] == ["conv.weight", "bn.weight", "fc.weight"]
     for x, y in batches:
         with awp.perturbed(lambda m: F.cross_entropy(m(x), y)):

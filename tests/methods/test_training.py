@@ -24,16 +24,6 @@ def learning_config(out_dir, method):
 
 
 @pytest.fixture(scope="module")
-def extra_npz(tmp_path_factory):
-    """Digits training images left out of a 300-image labelled subset, with their labels."""
-    splits = load_splits("digits", val_size=200, train_subset=300)
-    path = tmp_path_factory.mktemp("extra") / "extra.npz"
-    images = (splits.unused.images * 255).round().to(torch.uint8)
-    np.savez(path, images=images.permute(0, 2, 3, 1).numpy(), labels=splits.unused.labels.numpy())
-    return path
-
-
-@pytest.fixture(scope="module")
 def untrained_robust_acc():
     splits = load_splits("digits", val_size=200)
     torch.manual_seed(0)

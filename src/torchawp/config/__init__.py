@@ -11,20 +11,27 @@ Units: ``eps`` and ``step_size`` are in [0, 1] pixel space (8/255 = 0.0314 for C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Optional
+import typing
+from typing import Annotated, Any, Literal, Optional
 
 import tyro
 
+# the fixed choices, typed: the command line and recipes accept these words only
+Norm = Literal["linf", "l2"]
+BNMode = Literal["train", "eval", "train-update"]
+BNUpdates = Literal["training", "authors"]
+CropPadding = Literal["zero", "reflect"]
+AWPParams = Literal["weights", "weights+biases"]
+Schedule = Literal["piecewise", "cosine", "constant"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Augment = Literal["auto", "none", "crop-flip", "crop"]
+AWPScale = Literal["layer", "global"]
+AWPAscent = Literal["exact", "last-pgd-step"]
 
-NORMS = ("linf", "l2")
-BN_MODES = ("train", "eval", "train-update")
-BN_UPDATES = ("training", "authors")
-CROP_PADDINGS = ("zero", "reflect")
-AWP_PARAMS = ("weights", "weights+biases")
-SCHEDULES = ("piecewise", "cosine", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
-AUGMENTS = ("auto", "none", "crop-flip", "crop")
-PERTURBATIONS = ("awp", "rwp", "sam", "asam", "awp-practitioners", "random-noise", "none")
+
+NORMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, AWP_PARAMS, SCHEDULES, PRECISIONS, AUGMENTS = (
+    typing.get_args(t) for t in (Norm, BNMode, BNUpdates, CropPadding, AWPParams, Schedule,
+                                 Precision, Augment))
 
 
 def shared(name: str, *former: str):
@@ -50,7 +57,9 @@ class DataConfig:
             best checkpoint. 0 disables selection (best = last).
         split_seed: seed of the validation split (fixed across training seeds on purpose).
         augment: auto (per dataset: crop-flip for CIFAR, none otherwise), none, crop-flip, crop.
-        crop_padding: how random crops pad the 4-pixel border: zero (TRADES' code) or reflect
+        crop_pad: pixels of padding of the random crops, the largest shift (4, the standard for
+            32x32 images; 1 suits 8x8 digits).
+        crop_padding: how random crops pad the border: zero (TRADES' code) or reflect
             (Rice et al.'s AT code).
         train_subset: use only this many training images (None: all); for quick studies.
         extra_data: extra labelled images mixed into every batch, for every method (required
@@ -70,8 +79,9 @@ class DataConfig:
     batch_size: int = 128
     val_size: int = 1000
     split_seed: int = 0
-    augment: str = "auto"
-    crop_padding: str = "zero"
+    augment: Augment = "auto"
+    crop_pad: int = 4
+    crop_padding: CropPadding = "zero"
     train_subset: Optional[int] = None
     extra_data: Optional[str] = None
     self_label_epochs: int = 20
@@ -96,23 +106,25 @@ class AttackConfig:
             not clip x + 0.001 N(0, 1) before the first step).
     """
 
-    norm: Annotated[str, shared("norm", "--attack.norm")] = "linf"
+    norm: Annotated[Norm, shared("norm", "--attack.norm")] = "linf"
     eps: Annotated[float, shared("eps", "--attack.eps")] = 8 / 255
     step_size: Annotated[float, shared("step-size", "--attack.step-size")] = 2 / 255
     steps: int = 10
-    bn_mode: Optional[str] = None
+    bn_mode: Optional[BNMode] = None
     clamp_start: bool = True
 
 
 @dataclass
 class AWPConfig:
-    """Adversarial weight perturbation (Wu et al. 2020), used by the *-awp methods.
+    """Adversarial weight perturbation (Wu et al. 2020): the *-awp methods' settings, and the
+    size and warm-up of every other weight perturbation (see perturbation).
 
     Attributes:
-        gamma: relative size of the weight perturbation, ||v_l|| = gamma * ||w_l||. Unset: the
-            method's default (AT 0.01, TRADES/MART/RST 0.005), filled in at load.
-        warmup_epochs: epochs trained without AWP first (AWP is on from epoch
-            warmup_epochs + 1). Unset: the method's default (AT 0, TRADES/MART/RST 10).
+        gamma: relative size of the weight perturbation, ||v_l|| = gamma * ||w_l|| (AWP,
+            random noise; one global ball for RWP). Unset: the method's default (AT 0.01,
+            TRADES/MART/RST 0.005), filled in at load.
+        warmup_epochs: epochs trained without the weight perturbation first (it is on from
+            epoch warmup_epochs + 1). Unset: the method's default (AT 0, TRADES/MART/RST 10).
         steps: ascent steps (1 in the paper; more steps project back onto the ball).
         scale: layer (per-tensor ball, the paper) or global (one ball over all tensors, RWP).
         params: weights (the paper: conv and linear weights) or weights+biases (every
@@ -123,9 +135,9 @@ class AWPConfig:
     gamma: Optional[float] = None
     warmup_epochs: Optional[int] = None
     steps: int = 1
-    scale: str = "layer"
-    params: str = "weights"
-    ascent: str = "exact"
+    scale: AWPScale = "layer"
+    params: AWPParams = "weights"
+    ascent: AWPAscent = "exact"
 
 
 @dataclass
@@ -150,7 +162,7 @@ class PerturbationConfig:
         param_name: the practitioners' AWP: substring of the perturbed tensors' names.
     """
 
-    name: Annotated[Optional[str], shared("perturbation", "--perturbation.name")] = None
+    name: Annotated[Optional[str], shared("perturbation")] = None
     rho: Optional[float] = None
     rwp_steps: int = 10
     threshold: float = 1.7
@@ -198,7 +210,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "piecewise"
+    schedule: Schedule = "piecewise"
     milestones: list[int] = field(default_factory=lambda: [100, 150])
     lr_decay: float = 0.1
     warmup_epochs: float = 0.0
@@ -283,7 +295,7 @@ class TrainConfig:
     beta: float = 6.0
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
     threads: Optional[int] = None
@@ -291,7 +303,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     skip_nonfinite: bool = False
-    bn_updates: str = "training"
+    bn_updates: BNUpdates = "training"
     keep_checkpoints: int = 0
     ema: Optional[float] = None
     data: DataConfig = field(default_factory=DataConfig)

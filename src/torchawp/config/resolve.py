@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from . import (AUGMENTS, AWP_PARAMS, BN_MODES, BN_UPDATES, CROP_PADDINGS, NORMS,
-               PERTURBATIONS, PRECISIONS, SCHEDULES, TrainConfig)
+               PRECISIONS, SCHEDULES, TrainConfig)
 from ..data import DATASETS
 from ..errors import ConfigError
 from ..methods import MethodSpec, get_method, method_names
 from ..models import MODELS
 from ..models.registry import import_factory
+from ..perturbations import PERTURBATIONS
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -101,6 +102,7 @@ def _check_data(cfg: TrainConfig) -> None:
     _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
     _one_of("data.augment", d.augment, AUGMENTS)
     _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)
+    _check(d.crop_pad >= 0, "data.crop_pad", d.crop_pad, "an integer >= 0 (pixels)")
     _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
            "an integer >= 1")
     _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
@@ -141,7 +143,7 @@ def _check_awp(cfg: TrainConfig) -> None:
 def _check_perturbation(cfg: TrainConfig) -> None:
     p = cfg.perturbation
     if p.name is not None:
-        _one_of("perturbation.name", p.name, PERTURBATIONS)
+        _one_of("perturbation.name", p.name, [*PERTURBATIONS, "none"])
     _check(p.rho is None or p.rho > 0, "perturbation.rho", p.rho, "> 0")
     _check(p.rwp_steps >= 1, "perturbation.rwp_steps", p.rwp_steps, "an integer >= 1")
     _check(p.threshold > 0, "perturbation.threshold", p.threshold, "> 0 (the authors' 1.7)")
@@ -213,8 +215,6 @@ def _fill_and_check_method(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) ->
 def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) -> None:
     """The perturbation's name (awp for an X-awp method, none otherwise), the method's gamma and
     warm-up where it uses them, SAM's rho; refused where it would never switch on."""
-    from ..perturbations import PERTURBATIONS as CLASSES
-
     p, w = cfg.perturbation, cfg.awp
     if use_awp and p.name not in (None, "awp"):
         raise ConfigError(f"{cfg.method} trains with AWP; for {p.name} instead give --method "
@@ -225,7 +225,7 @@ def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bo
             raise ConfigError(f"awp.ascent {w.ascent} is an option of AWP, and {cfg.method} "
                               f"trains without it; use --method at-awp")
         return
-    title = CLASSES[p.name].title
+    title = PERTURBATIONS[p.name].title
     alone = spec.name if use_awp else f"{cfg.method} without {title}"
     w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
     if p.name in ("awp", "rwp", "random-noise"):
@@ -236,7 +236,7 @@ def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bo
                                               f"paper: 0.005 to 0.01)" if use_awp else
                                               "give a gamma > 0 (AWP's: 0.005 to 0.01)"))
     if p.name in ("sam", "asam"):
-        rho = inspect.signature(CLASSES[p.name]).parameters["rho"].default  # SAM's or ASAM's
+        rho = inspect.signature(PERTURBATIONS[p.name]).parameters["rho"].default  # SAM's, ASAM's
         p.rho = rho if p.rho is None else p.rho
     if w.ascent != "exact" and (p.name != "awp" or not spec.approximate_ascent
                                 or w.steps != 1):

@@ -225,6 +225,7 @@ class BatchLoader:
     augment: str = "none"
     views: int = 1  # 2: two augmentations of every batch, stacked, labels repeated
     padding: str = "zero"  # of the random crop: zero or reflect
+    pad: int = 4  # of the random crop: its largest shift in pixels
     drop_last: bool = False
     generator: torch.Generator = field(default_factory=torch.Generator)
     rank: int = 0
@@ -296,7 +297,7 @@ class BatchLoader:
         for index, e_index in plan[:start]:
             n = len(index) + (len(e_index) if e_index is not None else 0)
             for _ in range(self.views):
-                draw_augmentation(n, self.augment, self.generator)
+                draw_augmentation(n, self.augment, self.generator, self.pad)
         todo = plan[start:]
         mapped = self.data.mapped or (self.extra is not None and self.extra.mapped)
         pin = mapped and device.type == "cuda"
@@ -310,8 +311,8 @@ class BatchLoader:
             y = torch.cat([p[1].to(device, non_blocking=pin) for p in parts])
             # augmenting is indexing: on uint8 it moves a quarter of the bytes, same result
             views = [to_float(apply_augmentation(
-                x, draw_augmentation(len(x), self.augment, self.generator), self.padding))
-                for _ in range(self.views)]
+                x, draw_augmentation(len(x), self.augment, self.generator, self.pad),
+                self.padding, self.pad)) for _ in range(self.views)]
             if self.views == 1:
                 yield i, views[0], y
             else:  # [view 1; view 2], each row's label once per view

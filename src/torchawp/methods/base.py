@@ -100,12 +100,7 @@ class MethodSpec:
     def build(self, cfg, model: nn.Module) -> "Method":
         """The method for one run: its attack on the config's threat model, its loss options,
         BatchNorm policy and ``setup`` helpers (``cls`` or :class:`Method`)."""
-        method = (self.cls or Method)(self, cfg, model)
-        if cfg.consistency.weight:  # two views and the JS term around the method's halves
-            from .consistency import Consistency
-
-            method = Consistency(method, cfg.consistency.weight, cfg.consistency.temperature)
-        return method
+        return (self.cls or Method)(self, cfg, model)
 
     def bn_policy(self, bn_updates: str = "training") -> BNPolicy:
         """``bn_updates: training``: only the training loss's forwards update BatchNorm (attacks

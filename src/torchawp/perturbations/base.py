@@ -58,6 +58,11 @@ class WeightPerturbation:
         """The perturbation a validated :class:`~torchawp.config.TrainConfig` asks for."""
         raise NotImplementedError
 
+    @classmethod
+    def size(cls, cfg) -> str:
+        """Its size in a validated config, as the run's header says it."""
+        return f"gamma {cfg.awp.gamma:g}"
+
     @staticmethod
     def common(cfg) -> dict:
         """The arguments every perturbation takes from a config: its warm-up, and whether a
@@ -157,8 +162,9 @@ class WeightPerturbation:
     @contextlib.contextmanager
     def perturbed(self, closure: Closure, on: bool = True, grads=None) -> Iterator[None]:
         """``with p.perturbed(closure): loss.backward(); p.before_step(); optimizer.step()``
-        perturbs on entry and restores on exit (also on error). ``on=False`` (this step without it, e.g. in the
-        warm-up: ``p.perturbed(closure, p.applies_in(epoch))``) runs the body unperturbed."""
+        perturbs on entry and restores on exit (also on error). ``on=False`` (this step
+        without it, e.g. in the warm-up: ``p.perturbed(closure, p.applies_in(epoch))``) runs
+        the body unperturbed."""
         if on:
             self.perturb(closure, grads)
         try:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..perturb import ParamFilter
+from ..perturb import ParamFilter, add_
 from .base import Closure, WeightPerturbation
 
 
@@ -104,10 +104,22 @@ class RWP(WeightPerturbation):
             raise ValueError("RWP runs its own ascent steps; it takes no gradients from elsewhere")
         loss = self._below_threshold(closure)
         w_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.params)))
-        total, v = None, [torch.zeros_like(p) for p in self.params]
+        # v is always the running sum of the gradients times a scale: only the sum is kept
+        # (one set of tensors beside the step's gradient), and each step is taken at
+        # w + scale * sum
+        total = scale = None
         for _ in range(self.steps):
-            g = self.gradients_at(v, loss)
-            total = g if total is None else torch._foreach_add(total, g)
+            if total is None:
+                total = self.ascent_gradients(loss)
+            else:  # v = scale * total exists only while it is added (no host sync)
+                add_(self.params, torch._foreach_mul(total, scale))
+                try:
+                    g = self.ascent_gradients(loss)
+                finally:
+                    add_(self.params, torch._foreach_mul(total, scale), alpha=-1.0)
+                torch._foreach_add_(total, g)
+                del g
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(total)))
-            v = torch._foreach_mul(total, self.gamma * w_norm / (norm + 1e-20))
-        return v
+            scale = self.gamma * w_norm / (norm + 1e-20)
+        torch._foreach_mul_(total, scale)
+        return total

@@ -44,6 +44,10 @@ class SAM(WeightPerturbation):
         self.rho, self.adaptive = float(rho), adaptive
 
     @classmethod
+    def size(cls, cfg) -> str:
+        return f"rho {cfg.perturbation.rho:g}"
+
+    @classmethod
     def from_config(cls, model: nn.Module, cfg) -> "SAM":
         return cls(model, rho=cfg.perturbation.rho, **cls.common(cfg))
 
@@ -53,17 +57,22 @@ class SAM(WeightPerturbation):
 
     @torch.no_grad()
     def compute(self, closure: Closure, grads=None) -> list[torch.Tensor]:
-        grads = self.ascent_gradients(closure) if grads is None else self.averaged(grads)
-        if self.adaptive:  # || |w| g || in the norm, w^2 g in the step
-            scaled = torch._foreach_mul([p.abs() for p in self.params], grads)
+        # v is built in the gradient's own buffers where they are ours: one set of tensors
+        own = grads is None
+        grads = self.ascent_gradients(closure) if own else self.averaged(grads)
+        if self.adaptive:  # || |w| g || in the norm; v = w^2 g scale, as (|w| g) |w| scale
+            scaled = [p.abs() * g for p, g in zip(self.params, grads)]
+            del grads
         else:
-            scaled = grads
+            scaled = grads if own else [g.clone() for g in grads]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(scaled)))
         scale = self.rho / (norm + 1e-12)
         if self.adaptive:
-            return torch._foreach_mul(torch._foreach_mul(self.params, self.params),
-                                      torch._foreach_mul(grads, scale))
-        return torch._foreach_mul(grads, scale)
+            for t, p in zip(scaled, self.params):
+                t.mul_(p.abs()).mul_(scale)
+            return scaled
+        torch._foreach_mul_(scaled, scale)
+        return scaled
 
     def before_step(self) -> None:
         """SAM steps at ``w``: remove ``v`` before the optimizer's step."""

@@ -3,6 +3,7 @@ training loader (shuffled, augmented, sharded under DDP, on the training device)
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -35,10 +36,15 @@ def run_data(cfg: TrainConfig, splits: Optional[Splits], device: torch.device, d
                           f"augmented views of each image, and the run does not augment "
                           f"{info.name} (data.augment {d.augment}), so the views would be the "
                           f"same image and the term 0; pass --data.augment crop or crop-flip")
+    if augment != "none" and 4 * d.crop_pad > info.image_size:
+        warnings.warn(f"random crops padded by {d.crop_pad} px shift {info.image_size}x"
+                      f"{info.image_size} images by up to {d.crop_pad} px, more than a quarter "
+                      f"of the image; --data.crop-pad {max(1, info.image_size // 8)} suits this "
+                      f"size", stacklevel=2)
     on_device = lambda ds: ds.to(device) if ds is not None else None  # noqa: E731
     loader = BatchLoader(
         on_device(splits.train), d.batch_size, shuffle=True, augment=augment,
-        views=2 if cfg.consistency.weight else 1, padding=d.crop_padding,
+        views=2 if cfg.consistency.weight else 1, padding=d.crop_padding, pad=d.crop_pad,
         drop_last=dist.enabled, generator=generator, rank=dist.rank,
         world_size=dist.world_size, extra=on_device(splits.extra),
         extra_fraction=d.extra_fraction if splits.extra is not None else 0.0, device=device)

@@ -23,7 +23,7 @@ from ..data import Splits, data_fingerprint
 from ..errors import TrainingDiverged, TrainingInterrupted
 from ..evaluation.accuracy import evaluate_splits
 from ..io.checkpoint import load_state_dict_into, read_weights
-from ..methods import get_method
+from ..methods import build_method, get_method
 from ..models import create_model
 from ..perturbations import build as build_perturbation
 from ..plots import plot_curves
@@ -37,6 +37,10 @@ from .estimate import eval_images
 from .log import Best, EpochTotals, RunResult
 from .rundir import RunDir, default_run_dir
 from .schedules import build_optimizer, build_scheduler
+
+
+# the callbacks a config may ask for, each built by ``from_config(trainer)`` (None: not asked)
+RUN_CALLBACKS = (FlatnessProbe, EMA)
 
 
 class Trainer:
@@ -86,7 +90,7 @@ class Trainer:
 
         a = cfg.attack
         # the method's halves: crafting x', the training and ascent losses, BatchNorm's forwards
-        self.method = self.spec.build(cfg, self.model)
+        self.method = build_method(cfg, self.model)
         self.eval_attack = PGD(a.norm, a.eps, a.step_size, cfg.eval.steps,
                                restarts=cfg.eval.restarts)
         # w <- w + v around the training loss (AWP, RWP, SAM ...; None: none); its ascent loss
@@ -94,10 +98,6 @@ class Trainer:
         self.perturbation = build_perturbation(cfg, self.net)
         if self.perturbation is not None:
             self.perturbation.loss_scale = self.scaler.scale
-        # the weight average, evaluated with the model's precision and memory format
-        self.ema = EMA(self.model, cfg.ema, wrap=lambda m: execution_nets(
-            m, cfg.precision, False, False, self.device, DistEnv())[0]) if cfg.ema else None
-
         self.start_epoch = 0  # epochs done before this process started
         self.step = 0  # steps done in the epoch in progress (non-zero after a mid-epoch stop)
         self.totals = EpochTotals.zeros(self.device)
@@ -111,10 +111,10 @@ class Trainer:
         self.progress = Progress(cfg.progress, self.dist.is_main)
         self.estimator = Estimate(self.progress)
         self.callbacks = [self.progress, TensorBoard(self.run_dir, self.dist.is_main),
-                          self.estimator] + ([FlatnessProbe(
-                              cfg.eval.flatness_every, cfg.eval.flatness_samples, cfg.seed)]
-                              if cfg.eval.flatness_every else []) + (
-                              [self.ema] if self.ema is not None else []) + list(callbacks)
+                          self.estimator]
+        # and what the config asks for (the flatness probe, the weight average), then yours
+        self.callbacks += [c for c in (kind.from_config(self) for kind in RUN_CALLBACKS) if c]
+        self.callbacks += list(callbacks)
 
     @property
     def selection_key(self) -> str:
@@ -308,7 +308,7 @@ class Trainer:
             if self.dist.is_main:
                 plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best.epoch,
-                         self.ema.best.epoch if self.ema is not None else None)
+                         {prefix: best.epoch for prefix, _, _, best in self._reported()[1:]})
 
     def _run_epoch(self, epoch: int) -> Optional[dict]:
         """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
