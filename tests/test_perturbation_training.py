@@ -189,3 +189,28 @@ def test_build_returns_none_for_none_and_the_class_for_each_name(tmp_path):
     cfg.perturbation.name, cfg.perturbation.rho = "sam", 0.05
     assert isinstance(build(cfg, net), SAM)
     assert set(PERTURBATIONS) == set(FAMILY)
+
+
+def test_a_perturbation_of_your_own_trains_by_module_path(tmp_path, monkeypatch, capsys):
+    """One file: a WeightPerturbation subclass with from_config, named module.path:Class."""
+    (tmp_path / "my_perturbation.py").write_text(
+        "import torch\n"
+        "from torchawp.perturbations import WeightPerturbation\n\n"
+        "class SignAscent(WeightPerturbation):\n"
+        "    name, title = 'sign', 'sign ascent'\n\n"
+        "    @classmethod\n"
+        "    def from_config(cls, model, cfg):\n"
+        "        return cls(model, **cls.common(cfg))\n\n"
+        "    def compute(self, closure, grads=None):\n"
+        "        return [1e-3 * g.sign() for g in self.ascent_gradients(closure)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = _config(tmp_path, "at", "my_perturbation:SignAscent")
+    trainer = Trainer(cfg)
+    assert type(trainer.perturbation).__name__ == "SignAscent"
+    _, x, y = next(iter(trainer.train_loader.batches()))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step(x, y, True)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    code, out, err = run_cli(capsys, "train", "--method", "at", "--perturbation",
+                             "my_perturbation:Nothing", "--dry-run")
+    assert code == 2 and "my_perturbation.Nothing is missing" in err

@@ -150,7 +150,8 @@ class PerturbationConfig:
     Attributes:
         name: awp (the paper), rwp (Yu et al. 2022), sam, asam (Foret et al. 2021, Kwon et al.
             2021), awp-practitioners (the Kaggle AWP), random-noise (AWP's size, no ascent: the
-            control) or none. Unset: awp for an X-awp method, none otherwise.
+            control), none, or module.path:Class, a WeightPerturbation of your own. Unset: awp
+            for an X-awp method, none otherwise.
         rho: SAM / ASAM radius. Unset: 0.05 for SAM (davda54/sam), 0.5 for ASAM (its authors'
             CIFAR example).
         rwp_steps: RWP's ascent steps (its authors' 10).

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..methods import MethodSpec, get_method, method_names
 from ..models import MODELS
 from ..models.registry import import_factory
-from ..perturbations import PERTURBATIONS
+from ..perturbations import PERTURBATIONS, perturbation_class
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -142,7 +142,7 @@ def _check_awp(cfg: TrainConfig) -> None:
 
 def _check_perturbation(cfg: TrainConfig) -> None:
     p = cfg.perturbation
-    if p.name is not None:
+    if p.name is not None and ":" not in p.name:  # one of your own is checked on import
         _one_of("perturbation.name", p.name, [*PERTURBATIONS, "none"])
     _check(p.rho is None or p.rho > 0, "perturbation.rho", p.rho, "> 0")
     _check(p.rwp_steps >= 1, "perturbation.rwp_steps", p.rwp_steps, "an integer >= 1")
@@ -225,10 +225,10 @@ def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bo
             raise ConfigError(f"awp.ascent {w.ascent} is an option of AWP, and {cfg.method} "
                               f"trains without it; use --method at-awp")
         return
-    title = PERTURBATIONS[p.name].title
+    title = perturbation_class(p.name).title
     alone = spec.name if use_awp else f"{cfg.method} without {title}"
     w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
-    if p.name in ("awp", "rwp", "random-noise"):
+    if p.name not in ("sam", "asam", "awp-practitioners"):  # AWP's size (yours too)
         w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
         if w.gamma == 0:
             raise ConfigError(f"awp.gamma 0 turns {title} off, so {cfg.method} would train as "

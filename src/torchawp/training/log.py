@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from ..config import TrainConfig
-from ..perturbations import PERTURBATIONS
+from ..perturbations import perturbation_class
 
 
 @dataclasses.dataclass
@@ -109,7 +109,7 @@ def describe(cfg: TrainConfig) -> str:
     text = (f"{cfg.method} on {cfg.data.name} ({cfg.model}), {cfg.attack.norm} eps "
             f"{cfg.attack.eps:.4g}")
     if cfg.perturbation.name != "none":
-        wp = PERTURBATIONS[cfg.perturbation.name]
+        wp = perturbation_class(cfg.perturbation.name)
         text += (f", {wp.title} {wp.size(cfg)} on epochs {cfg.awp.warmup_epochs + 1}-"
                  f"{cfg.epochs}")
     if cfg.consistency.weight:
