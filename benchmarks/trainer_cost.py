@@ -7,7 +7,7 @@ The floor is one more forward and backward (the ascent) per step: 2x a step that
 forward and backward, less where the optimizer and the trainer's own work take a share. The
 goal is a step at most 2.05x the plain one and at most one copy of the perturbed weights.
 
-    python benchmarks/trainer_cost.py                 # about 3 minutes on 2 cores
+    python benchmarks/trainer_cost.py                 # about 6 minutes on 2 cores
     python benchmarks/trainer_cost.py --report-only   # re-render the committed JSON
 
 Writes benchmarks/results/trainer_cost.json. Needs the hf and lightning extras.
@@ -211,7 +211,7 @@ def render(data: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--child", default=None)
     p.add_argument("--report-only", action="store_true")
