@@ -28,7 +28,12 @@ import os
 from typing import Callable, Optional, Union
 
 import torch
-from transformers import Trainer, TrainerCallback
+
+try:
+    from transformers import Trainer, TrainerCallback
+except ImportError as exc:  # the optional extra
+    raise ImportError(f"torchawp.integrations.hf needs the Hugging Face extra: pip install "
+                      f"'torchawp[hf]' ({exc})") from None
 
 from ..errors import ConfigError
 from ..perturbations import RWP, WeightPerturbation

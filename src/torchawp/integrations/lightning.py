@@ -30,7 +30,12 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from lightning.pytorch import Callback
+
+try:
+    from lightning.pytorch import Callback
+except ImportError as exc:  # the optional extra
+    raise ImportError(f"torchawp.integrations.lightning needs the Lightning extra: pip install "
+                      f"'torchawp[lightning]' ({exc})") from None
 
 from ..errors import ConfigError
 from ..perturbations import RWP, WeightPerturbation
