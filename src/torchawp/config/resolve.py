@@ -225,19 +225,20 @@ def _fill_and_check_perturbation(cfg: TrainConfig, spec: MethodSpec, use_awp: bo
             raise ConfigError(f"awp.ascent {w.ascent} is an option of AWP, and {cfg.method} "
                               f"trains without it; use --method at-awp")
         return
-    title = perturbation_class(p.name).title
+    kind = perturbation_class(p.name)
+    title = kind.title
     alone = spec.name if use_awp else f"{cfg.method} without {title}"
     w.warmup_epochs = spec.awp_warmup if w.warmup_epochs is None else w.warmup_epochs
-    if p.name not in ("sam", "asam", "awp-practitioners"):  # AWP's size (yours too)
+    if kind.uses_gamma:  # AWP's size: AWP, RWP, random noise, yours unless it says otherwise
         w.gamma = spec.awp_gamma if w.gamma is None else w.gamma
         if w.gamma == 0:
             raise ConfigError(f"awp.gamma 0 turns {title} off, so {cfg.method} would train as "
                               f"{alone}; " + (f"use --method {spec.name}, or a gamma > 0 (the "
                                               f"paper: 0.005 to 0.01)" if use_awp else
                                               "give a gamma > 0 (AWP's: 0.005 to 0.01)"))
-    if p.name in ("sam", "asam"):
-        rho = inspect.signature(PERTURBATIONS[p.name]).parameters["rho"].default  # SAM's, ASAM's
-        p.rho = rho if p.rho is None else p.rho
+    rho = inspect.signature(kind).parameters.get("rho")  # SAM's and ASAM's own default
+    if rho is not None and p.rho is None:
+        p.rho = rho.default
     if w.ascent != "exact" and (p.name != "awp" or not spec.approximate_ascent
                                 or w.steps != 1):
         raise ConfigError(f"awp.ascent {w.ascent} reuses AT's PGD gradient: it needs method "

@@ -39,8 +39,6 @@ class Opened:
             model torchawp never trained, or the RobustBench entry's name.
         meta: the file's record: ``epoch``, ``sha256``, ``config``, ``robustbench`` (absent
             keys are unknown).
-        label: its name in tables: ``RUN:which`` for a run directory, a file's stem,
-            ``rb:NAME`` for a RobustBench entry.
     """
 
     model: nn.Module
@@ -49,7 +47,6 @@ class Opened:
     source: str
     which: str
     meta: dict = dataclasses.field(default_factory=dict)
-    label: str = ""
 
     def __iter__(self):
         """``model, splits, threat = opened``."""
@@ -98,9 +95,7 @@ def open_run(path, which: str = "best", device: str = "auto", data_dir: Optional
         warnings.warn(f"--data-dir {data_dir} holds other data than the run trained on (its "
                       f"content fingerprint differs); the numbers are of that data",
                       stacklevel=2)
-    label = f"{Path(path).name}:{which}" if Path(path).is_dir() else Path(path).stem
-    return Opened(model, splits, threat, str(resolve_checkpoint(path, which)), which, meta,
-                  label)
+    return Opened(model, splits, threat, str(resolve_checkpoint(path, which)), which, meta)
 
 
 def open_foreign(factory: str, weights, dataset: str, threat: Threat,
@@ -127,7 +122,7 @@ def open_foreign(factory: str, weights, dataset: str, threat: Threat,
         model = NormalizedModel(model, *normalize)
     model.checkpoint_meta = meta
     return Opened(model.to(resolve_device(device)).eval(), load_splits(dataset, data_dir),
-                  threat, str(weights), "model", meta, weights.stem)
+                  threat, str(weights), "model", meta)
 
 
 def open_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "Linf",
@@ -140,7 +135,7 @@ def open_robustbench(name: str, dataset: str = "cifar10", threat_model: str = "L
     return Opened(model.to(resolve_device(device)), load_splits(dataset, data_dir),
                   _asked(threat, eps, norm),
                   str(checkpoint_path(name, dataset, threat_model, model_dir)), name,
-                  model.checkpoint_meta, f"rb:{name}")
+                  model.checkpoint_meta)
 
 
 def _asked(threat: Threat, eps: Optional[float], norm: Optional[str]) -> Threat:

@@ -39,6 +39,7 @@ class WeightPerturbation:
     name = "weight perturbation"  # as --perturbation spells it
     title = "a weight perturbation"  # as a sentence names it
     summary = ""  # one line for torchawp list: ball, steps, what drives the ascent, the source
+    uses_gamma = True  # its size is awp.gamma (the method's AWP gamma when unset)
 
     def __init__(self, model: nn.Module, params: ParamFilter = "weights",
                  warmup_epochs: int = 0, finite_only: bool = False):

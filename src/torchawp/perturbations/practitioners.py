@@ -37,6 +37,7 @@ class PractitionersAWP(WeightPerturbation):
 
     name = "awp-practitioners"
     title = "the practitioners' AWP"
+    uses_gamma = False  # its size is perturbation.adv_lr / adv_eps
     summary = ("the Kaggle AWP: relative step adv_lr, elementwise box adv_eps |w|, every tensor "
                "named *weight*, step at w; not the paper's AWP")
 

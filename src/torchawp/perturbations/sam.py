@@ -34,6 +34,7 @@ class SAM(WeightPerturbation):
 
     name = "sam"
     title = "SAM"
+    uses_gamma = False  # its size is perturbation.rho
     summary = ("rho g / ||g|| over every parameter (rho 0.05), 1 ascent step of the method's "
                "loss, step at w; Foret et al. 2021 (davda54/sam)")
 
