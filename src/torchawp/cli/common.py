@@ -14,17 +14,18 @@ import dataclasses
 import difflib
 import functools
 import io
-import math
 import sys
 import typing
 import warnings
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import tyro
 import yaml
 
-from ..errors import ConfigError
+from ..config.ranges import is_integer
 from ..config.recipes import type_words, unwrap_optional
+from ..errors import ConfigError
+from ..io.checkpoint import WHICH
 
 REGISTRY = tyro.constructors.ConstructorRegistry()
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -44,26 +45,25 @@ def positional(metavar: str, annotation: Any = str):
     return typing.Annotated[annotation, tyro.conf.Positional, tyro.conf.arg(metavar=metavar)]
 
 
+def option(annotation: Any, help: str, *former: str):
+    """The type of an option several commands share, with its help (and former names), so
+    that every command spells and explains it the same way."""
+    return typing.Annotated[annotation, tyro.conf.arg(help=help, aliases=former or None)]
+
+
 # a run directory or checkpoint, the argument most commands take first
 PATH = positional("PATH")
-
-
-def output_files(option: str, paths, overwrite: bool = False) -> None:
-    """Before anything is computed, one line for a file that cannot or must not be written: a
-    directory where the file goes, a file where a folder above it goes, an existing file
-    without ``--overwrite``."""
-    from pathlib import Path
-
-    for path in map(Path, paths):
-        if path.is_dir():
-            raise ConfigError(f"{option} {path} is a directory; {option} names the file to "
-                              f"write (for example {path / 'model.pt'})")
-        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        if in_the_way is not None:
-            raise ConfigError(f"{option} {path} cannot be written: {in_the_way} is a file")
-        if path.exists() and not overwrite:
-            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose "
-                              f"another {option}")
+# the options the commands that open a model share
+DEVICE = option(str, "auto (cuda if present, else cpu), cpu, cuda, cuda:N")
+DATA_DIR = option(Optional[str], "where the dataset's files are; None: the run's")
+SELECTION = option(WHICH, "for a run directory: which checkpoint(s); all: best, last and, "
+                   "with a weight average from --ema, ema_best and ema_last; both: best and "
+                   "last; ema: ema_best and ema_last")
+ONE = option(WHICH, "for a run directory: which checkpoint (of --which's names, one: best, "
+             "last, ema_best or ema_last)")
+THREAT_MODEL = option(Literal["Linf", "L2"], "the --robustbench entry's leaderboard (Linf: eps "
+                      "8/255; L2: 0.5)")
+MODEL_DIR = option(str, "RobustBench's model folder")
 
 
 def _markers(hint) -> tuple:
@@ -122,12 +122,6 @@ def _list(info):
         nargs="*", metavar=f"{kind.__name__.upper()} ...", instance_from_str=read,
         is_instance=lambda value: isinstance(value, list),
         str_from_instance=lambda value: [str(v) for v in value])
-
-
-def bounded(default, low: float, *, strict: bool = False, high: float = math.inf):
-    """A numeric field's default and range, checked by :func:`parse` after tyro has read the
-    value: ``>= low`` (``> low`` when ``strict``) and ``<= high``."""
-    return dataclasses.field(default=default, metadata={"range": (low, strict, high)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,12 +287,13 @@ def _negated(flag: str) -> str:
 
 
 def parse(cls, argv: list[str], prog: str, default: Any = None,
-          description: Optional[str] = None):
+          description: Optional[str] = None, check: bool = True):
     """``argv`` read into the dataclass ``cls`` by tyro (``default``: an instance whose
     values are the defaults, such as a recipe's; ``description``: the help's, instead of the
     dataclass's docstring). Former spellings are read with a notice
     (:func:`current_spellings`); anything refused is one :class:`ConfigError` line
-    (:func:`explain`), a value out of its :func:`bounded` range too."""
+    (:func:`explain`), a value out of its range too (``check``: :func:`check_ranges`; the
+    config of ``train`` is checked by ``validate``, in the config's own names)."""
     kwargs = dict(prog=prog, registry=REGISTRY, description=description,
                   default=tyro.MISSING_NONPROP if default is None else default)
     if any(a in ("-h", "--help") for a in argv):
@@ -316,22 +311,18 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
             sys.stderr.write(said.getvalue())
             reason = f"the arguments could not be read (see above; {prog} --help lists them)"
         raise ConfigError(reason) from None
-    check_ranges(args)
+    if check:
+        check_ranges(args)
     return args
 
 
 def check_ranges(args) -> None:
-    """Every :func:`bounded` field of ``args`` (nested dataclasses too) in its range."""
-    for name, path, f, _, _, _ in _fields(type(args)):
-        value = functools.reduce(getattr, path, args)
-        if "range" in f.metadata and value is not None:
-            low, strict, high = f.metadata["range"]
-            if not (math.isfinite(value) and (value > low if strict else value >= low)
-                    and value <= high):
-                kind = "an integer" if isinstance(value, int) else "a number"
-                what = f"{kind} {'>' if strict else '>='} {low:g}" + (
-                    f" and <= {high:g}" if high < math.inf else "")
-                raise ConfigError(f"--{name} must be {what} (got {value})")
+    """Every :func:`~torchawp.config.ranges.bounded` field of ``args`` in its range, named as
+    the command line spells it."""
+    for name, path, f, hint, _, _ in _fields(type(args)):
+        if "range" in f.metadata:
+            f.metadata["range"].check(f"--{name}", functools.reduce(getattr, path, args),
+                                      is_integer(hint))
 
 
 class Ticker:

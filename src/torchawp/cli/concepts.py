@@ -9,11 +9,12 @@ from typing import Annotated, Optional
 
 import tyro
 
-from ..io.checkpoint import WHICH, one_checkpoint
-from ..studies.concepts import Variant, concept_study, render
-from ..io.report import report
+from ..config.ranges import bounded
 from ..evaluation.opened import open_run
-from .common import PATH, bounded, log, parse
+from ..io.checkpoint import one_checkpoint
+from ..io.report import report
+from ..studies.concepts import Variant, concept_study, render
+from .common import DATA_DIR, DEVICE, ONE, PATH, log, parse
 
 
 @dataclasses.dataclass
@@ -34,8 +35,7 @@ class ConceptsOptions:
     concept: str
     # the class whose test images are scored
     target: Annotated[int, tyro.conf.arg(name="class")] = bounded(dataclasses.MISSING, 0)
-    # for a run directory: which checkpoint (of --which's names, one: best, last, ema_best or ema_last)
-    which: WHICH = "best"
+    which: ONE = "best"
     # A-CAV beside TCAV's plain CAV
     acav: bool = False
     # also Gram-Schmidt random sets with --average classifiers
@@ -55,10 +55,8 @@ class ConceptsOptions:
     # where concepts.json / concepts.md go; None: in the run directory, named after the
     # layer, concept and class
     out_dir: Optional[str] = None
-    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    device: str = "auto"
-    # where the dataset's files are; None: the run's
-    data_dir: Optional[str] = None
+    device: DEVICE = "auto"
+    data_dir: DATA_DIR = None
 
 
 def cmd_concepts(argv: list[str]) -> int:

@@ -6,24 +6,13 @@ import dataclasses
 import json
 from typing import Annotated, Optional
 
+from ..config.ranges import bounded
 from ..data.store import open_store, verify_store
 from ..data.store_import import import_store
 from ..errors import ConfigError
-from .common import bounded, parse, positional, was
+from .common import parse, positional, was
 
 USAGE = "torchawp data import SOURCE --out-dir STORE | info STORE | verify STORE"
-
-
-def _card_text(store) -> str:
-    card = store.card
-    lines = [f"store {store.path}: {card['layout']} from {card['source']}",
-             f"images {' x '.join(map(str, card['shape']))} (C x H x W), "
-             f"{card['num_classes']} classes",
-             "mean " + ", ".join(f"{m:.4f}" for m in card["mean"])
-             + "; std " + ", ".join(f"{s:.4f}" for s in card["std"])]
-    for split, entry in card["splits"].items():
-        lines.append(f"{split}: {entry['count']:,} images ({entry['images']}, {entry['labels']})")
-    return "\n".join(lines)
 
 
 # positional arguments, named in usage, help and errors
@@ -84,13 +73,13 @@ def cmd_data(argv: list[str]) -> int:
     if action == "import":
         card = import_store(args.source, args.out_dir, args.image_size, args.num_classes,
                             progress=args.progress)
-        print(_card_text(open_store(args.out_dir)))
+        print(open_store(args.out_dir).describe())
         counts = ", ".join(f"{s} {e['count']:,}" for s, e in card["splits"].items())
         print(f"imported {counts} images into {args.out_dir}")
         return 0
     if action == "info":
         store = open_store(args.store)
-        print(json.dumps(store.card, indent=1) if args.json else _card_text(store))
+        print(json.dumps(store.card, indent=1) if args.json else store.describe())
         return 0
     checked = verify_store(args.store, progress=True)
     print(f"{args.store}: {len(checked)} files match their SHA-256 in card.json")

@@ -9,16 +9,17 @@ from typing import Annotated, Any, Literal, Optional
 import tyro
 
 from ..attacks import attack_names, autoattack_available, check_attack_names
+from ..config.ranges import bounded
 from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
 from ..evaluation.opened import open_model
-from ..evaluation.report import cascade_line, format_table, write_report
-from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_checkpoint, evaluate_opened
-from ..io.checkpoint import WHICH, resolve_checkpoint, same_weights, whiches
-from ..io.paths import exclusive_lock
+from ..evaluation.report import summary, write_report
+from ..evaluation.suite import DEFAULT_ATTACKS, evaluate_opened, evaluate_run
+from ..io.paths import exclusive_lock, output_files
 from ..studies.backdoor import Trigger
 from ..training.pseudo_label import pseudo_label_file
-from .common import bounded, log, output_files, parse, positional, was
+from .common import (DATA_DIR, DEVICE, MODEL_DIR, SELECTION, THREAT_MODEL, log, parse, positional,
+                     was)
 
 
 # positional arguments, named in usage, help and errors
@@ -33,9 +34,7 @@ class EvalOptions:
 
     # run directory (best and last) or .safetensors checkpoint
     path: OPTIONAL_PATH = None
-    # for a run directory: which checkpoint(s); all: best, last and, with a weight average
-    # from --ema, ema_best and ema_last; both: best and last; ema: ema_best and ema_last
-    which: WHICH = "all"
+    which: SELECTION = "all"
     attacks: Annotated[Optional[list[str]], tyro.conf.arg(help=(
         f"{attack_names()} (K: steps; torchawp list explains each); None: "
         f"{' '.join(DEFAULT_ATTACKS)}"))] = None
@@ -63,10 +62,8 @@ class EvalOptions:
     checks: bool = True
     # where eval.json / eval.md go; None: the run directory, or beside the checkpoint
     out_dir: Annotated[Optional[str], was("--out")] = None
-    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    device: str = "auto"
-    # where the dataset's files are; None: the run's
-    data_dir: Optional[str] = None
+    device: DEVICE = "auto"
+    data_dir: DATA_DIR = None
     # with --target: also the success rate of this backdoor trigger (patch:S or
     # pixels:N[:SEED]; torchawp backdoor) on test images of the other classes
     trigger: Optional[str] = None
@@ -90,10 +87,8 @@ class EvalOptions:
     # Wu2020Adversarial (the AWP paper's TRADES-AWP WRN-34-10); read from
     # MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded
     robustbench: Optional[str] = None
-    # the --robustbench entry's leaderboard (Linf: eps 8/255; L2: 0.5)
-    threat_model: Literal["Linf", "L2"] = "Linf"
-    # RobustBench's model folder
-    model_dir: str = "models"
+    threat_model: THREAT_MODEL = "Linf"
+    model_dir: MODEL_DIR = "models"
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -118,26 +113,12 @@ def cmd_eval(argv: list[str]) -> int:
     if args.path is None:
         raise ConfigError("torchawp eval needs a run directory or checkpoint, or --model with "
                           "--weights, --dataset and --eps for a model torchawp did not train")
-    path = Path(args.path)
-    selected = whiches(path, args.which)
-    out_dir = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent)
-    files = {w: resolve_checkpoint(path, w) for w in selected}
-    # a pair whose last epoch was its best holds the same weights: evaluated once
-    same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
-            if best in files and last in files and same_weights(files[best], files[last])}
-    evaluated = [w for w in selected if w not in same]
-    with exclusive_lock(out_dir / "eval_state", "evaluation state"):
-        results = {which: evaluate_checkpoint(
-            path, which, attacks, args.n_examples, args.device, args.data_dir,
-            restarts=args.attack_restarts, eps=args.eps, norm=args.norm, seed=args.seed,
-            checks=args.checks, state_dir=out_dir / "eval_state" / which, log=log,
-            backdoor=args.backdoor, per_attack=args.per_attack)
-            for which in evaluated}
-        for last, best in same.items():  # one evaluation serves both rows
-            results[last] = dict(results[best], which=last, checkpoint=str(files[last]))
-        results = [results[w] for w in selected]
-        paths = write_report(results, out_dir)
-    _print(args.path, results, attacks, paths, len(evaluated))
+    results, paths, same = evaluate_run(
+        args.path, args.which, args.out_dir, args.device, args.data_dir, args.eps, args.norm,
+        attacks=attacks, n_examples=args.n_examples, restarts=args.attack_restarts,
+        seed=args.seed, checks=args.checks, log=log, backdoor=args.backdoor,
+        per_attack=args.per_attack)
+    _print(args.path, results, attacks, paths, same)
     for last, best in same.items():
         print(f"{best} and {last} are the same weights: evaluated once")
     return 0
@@ -174,33 +155,14 @@ def _eval_other(args, attacks) -> int:
                                    state_dir=out_dir / "eval_state" / opened.which, log=log,
                                    backdoor=args.backdoor, per_attack=args.per_attack)]
         paths = write_report(results, out_dir)
-    _print(opened.source, results, attacks, paths, 1)
+    _print(opened.source, results, attacks, paths)
     return 0
 
 
-def _print(source, results, attacks, paths, evaluated: int) -> None:
-    first = results[0]
-    tm = first["threat_model"]
-    print(f"{source}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
-          f"{tm['eps']:.4g}" + ("" if any(a.startswith("autoattack") for a in attacks) else
-                                "; AutoAttack not run (add --autoattack)"))
-    print(format_table(results))
-    for r in results[:evaluated]:
-        if r["cascade"]:
-            print(f"{r['which']}: {cascade_line(r)}")
-    for r in results[:evaluated]:
-        if "backdoor" in r:
-            b = r["backdoor"]
-            print(f"{r['which']}: trigger {b['trigger']} -> class {b['target']}: success "
-                  f"{100 * b['success_rate']:.2f}% of the {b['n_non_target']} test images of "
-                  f"other classes")
-    for r in results[:evaluated]:
-        for c in r["checks"]:
-            print(f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}")
+def _print(source, results, attacks, paths, copied=()) -> None:
+    print(summary(source, results, attacks, copied))
     json_path, md_path = paths
     print(f"report: {md_path}, {json_path}")
-
-
 
 
 @dataclasses.dataclass
@@ -216,8 +178,7 @@ class PseudoLabelOptions:
     images: Optional[str] = None
     # keep only predictions at least this confident
     min_confidence: float = bounded(0.0, 0, high=1)
-    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    device: str = "auto"
+    device: DEVICE = "auto"
     # replace --out if it exists
     overwrite: bool = False
 

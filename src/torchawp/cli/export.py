@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
-from ..io.checkpoint import WHICH, one_checkpoint, resolve_checkpoint
 from ..errors import ConfigError
-from ..io.export import export
-from ..io.robustbench import CARD_FIELDS, export_robustbench
-from ..evaluation.opened import open_run
-from .common import PATH, output_files, parse
+from ..io.checkpoint import one_checkpoint
+from ..io.export import export, export_measured
+from ..io.paths import output_files
+from ..io.robustbench import CARD_FIELDS
+from .common import MODEL_DIR, ONE, PATH, parse
 
 
 @dataclasses.dataclass
@@ -23,9 +22,7 @@ class ExportOptions:
 
     # run directory or .safetensors checkpoint
     path: PATH
-    # which checkpoint of a run: export writes one, so best, last, ema_best or ema_last (the
-    # weight average's, from a run trained with --ema)
-    which: WHICH = "best"
+    which: ONE = "best"
     # the state dict to write (model.pt); the card goes beside it as model.json
     out: Optional[str] = None
     # also a torch.export program (model.pt2), batch size dynamic
@@ -33,8 +30,7 @@ class ExportOptions:
     # RobustBench's layout and card instead of --out: write MODEL_DIR/DATASET/THREAT/NAME.pt
     # and MODEL_DIR/model_info/DATASET/THREAT/NAME.json from the run's eval.json
     robustbench: Optional[str] = None
-    # RobustBench's model folder
-    model_dir: str = "models"
+    model_dir: MODEL_DIR = "models"
     # allow a card from AutoAttack on part of the test set (said in its footnote)
     partial: bool = False
     # replace the files --out names (the state dict, its card, the program) if they exist
@@ -62,24 +58,10 @@ def cmd_export(argv: list[str]) -> int:
 
 def _export_robustbench(args) -> int:
     """``torchawp export RUN --robustbench NAME``: the checkpoint that ``eval`` measured."""
-    which = args.which
-    source = resolve_checkpoint(args.path, which)
-    report = Path(args.path) / "eval.json" if Path(args.path).is_dir() else \
-        source.parent / "eval.json"
-    rows = json.loads(report.read_text()) if report.is_file() else []
-    row = next((r for r in rows if r.get("which") == which), None)
-    if row is None:
-        raise ConfigError(f"{report} has no evaluation of the {which} checkpoint; run torchawp "
-                          f"eval {args.path} --which {which} --autoattack first")
-    opened = open_run(args.path, which, "cpu")
-    if row.get("weights_sha256") != opened.sha256:
-        raise ConfigError(f"{report} evaluated other weights than {source} holds now; "
-                          f"evaluate again before exporting")
-    extra = bool((opened.config.get("data") or {}).get("extra_data"))
-    written = export_robustbench(opened.model, args.robustbench, args.model_dir, row,
-                                 len(opened.splits.test), extra, args.partial)
-    card = written["card"]
-    print(f"{source} -> {written['weights']}, {written['model_info']}")
+    written = export_measured(args.path, args.which, args.robustbench, args.model_dir,
+                              args.partial)
+    card, row = written["card"], written["row"]
+    print(f"{written['source']} -> {written['weights']}, {written['model_info']}")
     print(f"clean {card['clean_acc']}%, AutoAttack {card['autoattack_acc']}% on {row['n']} "
           f"images, eps {card['eps']}, {card['architecture']}")
     left = [k for k in CARD_FIELDS if card.get(k) == ""]

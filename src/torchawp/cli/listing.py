@@ -7,10 +7,10 @@ import dataclasses
 from ..attacks import ATTACKS
 from ..config.recipes import RECIPE_DIR
 from ..data import DATASETS
+from ..io.robustbench import ZOO
 from ..methods import METHODS, method_names
 from ..models import MODELS
 from ..perturbations import PERTURBATIONS
-from ..io.robustbench import ZOO
 from .common import parse
 
 

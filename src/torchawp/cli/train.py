@@ -13,13 +13,12 @@ import tyro
 import yaml
 
 from ..config import TrainConfig
-from ..config.recipes import from_dict, load_recipe, merged_recipes, to_dict
-from ..training.rundir import read_run_config
-from ..errors import ConfigError
-from ..training.run import dry_run as check_and_price, train
-from ..methods import get_method
-from ..training.log import describe, summary_table
+from ..config.recipes import from_dict, load_recipe, merged_recipes, starting_recipe, to_dict
 from ..config.resolve import validate
+from ..errors import ConfigError
+from ..training.log import describe, summary_table
+from ..training.run import dry_run as check_and_price, train
+from ..training.rundir import read_run_config
 from .common import BOOL_WORDS, parse
 
 
@@ -49,25 +48,6 @@ class TrainOptions(TrainConfig):
 # the help's first paragraph: the docstring's, as one line
 ABOUT = " ".join(TrainOptions.__doc__.split("\n\n")[0].split())
 
-# datasets whose runs start from a shipped CPU recipe when no --config is given
-CPU_RECIPES = {"fashion-mnist": "fashion_mnist", "mnist": "mnist"}
-
-
-def _default_recipe(opts: TrainOptions) -> Optional[str]:
-    """With no --config, training on digits starts from the shipped ``digits`` recipe (the
-    offline default job; ``digits_rst`` for a method that needs extra data, which hides most
-    labels and pseudo-labels those images), on Fashion-MNIST and MNIST from ``fashion_mnist``
-    and ``mnist`` (about 10 minutes on 2 cores); other datasets start from the TrainConfig
-    defaults, the paper's CIFAR protocol."""
-    if opts.data.name == "digits":
-        try:
-            extra = get_method(opts.method)[0].needs_extra_data
-        except ConfigError:  # an unknown method: validation names it
-            extra = False
-        return "digits_rst" if extra else "digits"
-    return CPU_RECIPES.get(opts.data.name)
-
-
 def _base(opts: TrainOptions, run_dir: Optional[str]) -> tuple[TrainConfig, str]:
     """The config the command line's options override, and what it is: the resumed run's own
     config.yaml, the --config recipe, the dataset's shipped recipe, or the paper's protocol."""
@@ -86,7 +66,7 @@ def _base(opts: TrainOptions, run_dir: Optional[str]) -> tuple[TrainConfig, str]
     if opts.config:
         return (merged_recipes(opts.config),
                 f"the recipe{'s' * (len(opts.config) > 1)} {' + '.join(opts.config)}")
-    default = _default_recipe(opts)
+    default = starting_recipe(opts.data.name, opts.method)
     if default is None:
         return TrainConfig(), "the paper's CIFAR protocol"
     return load_recipe(default), f"the shipped '{default}' recipe"
@@ -138,7 +118,8 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     argv = _bare_resume(list(argv))
     helped = [a for a in argv if a not in ("-h", "--help")]
     try:
-        first = parse(TrainOptions, helped, "torchawp train", default=_as_options(load_recipe()))
+        first = parse(TrainOptions, helped, "torchawp train", default=_as_options(load_recipe()),
+                      check=False)
         run_dir = _run_dir(first)
         base, source = _base(first, run_dir)
     except ConfigError:
@@ -148,7 +129,8 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
     with warnings.catch_warnings():  # the first reading said each notice already
         warnings.simplefilter("ignore", FutureWarning)
         opts = parse(TrainOptions, argv, "torchawp train", default=_as_options(base),
-                     description=f"{ABOUT} The defaults shown are those of {source}.")
+                     description=f"{ABOUT} The defaults shown are those of {source}.",
+                     check=False)  # validate checks the config, in the config's names
     values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(TrainConfig)}
     if run_dir is not None:
         values.update(out_dir=str(run_dir), resume=True)

@@ -4,20 +4,20 @@ regional attack of Ozbulak et al. per region, or an ordinary attack (pgd20, fgsm
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 from ..attacks import build_attack, check_attack_names
 from ..attacks.regional import Region
+from ..config.ranges import bounded
 from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
-from ..plots import plot_transfer
-from ..io.report import report
 from ..evaluation.opened import open_run
-from ..studies.transfer import regional_sweep, transfer
 from ..io.checkpoint import WHICH, one_checkpoint
-from .common import bounded, log, parse, positional, was
+from ..io.report import report
+from ..plots import plot_transfer
+from ..studies.transfer import render, transfer_report
+from .common import DATA_DIR, DEVICE, log, parse, positional, was
 
 DEFAULT_REGIONS = ("full", "centre:0.17", "centre:0.28", "centre:0.45", "frame:0.17",
                    "frame:0.28", "frame:0.45", "random:0.17", "random:0.28", "random:0.45")
@@ -55,10 +55,8 @@ class TransferOptions:
     # directory for transfer.json/.md/.png; None: in SOURCE's run directory, named after
     # TARGET and the attack
     out_dir: Annotated[Optional[str], was("--out")] = None
-    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    device: str = "auto"
-    # where the dataset's files are; None: the run's
-    data_dir: Optional[str] = None
+    device: DEVICE = "auto"
+    data_dir: DATA_DIR = None
 
 
 def cmd_transfer(argv: list[str]) -> int:
@@ -71,62 +69,26 @@ def cmd_transfer(argv: list[str]) -> int:
         raise ConfigError(f"--regions belongs to --attack regional (got --attack "
                           f"{args.attack})")
     regions = [Region.parse(r) for r in (args.regions or DEFAULT_REGIONS)] if regional else []
-    source, splits, threat = open_run(args.source, args.which, args.device, args.data_dir)
-    target, target_splits, _ = open_run(args.target, args.which, args.device,
-                                             args.data_dir)
-    if target_splits.info.name != splits.info.name:
-        raise ConfigError(f"SOURCE was trained on {splits.info.name} and TARGET on "
-                          f"{target_splits.info.name}; transfer needs one dataset")
+    source = open_run(args.source, args.which, args.device, args.data_dir)
+    target = open_run(args.target, args.which, args.device, args.data_dir)
+    if target.splits.info.name != source.splits.info.name:
+        raise ConfigError(f"SOURCE was trained on {source.splits.info.name} and TARGET on "
+                          f"{target.splits.info.name}; transfer needs one dataset")
     if not regional:
-        build_attack(args.attack, threat)  # an unknown name is one line before any work
-    x, y = splits.test.tensors(0, args.n_examples)
+        build_attack(args.attack, source.threat)  # an unknown name: one line before any work
     src = Path(args.source)
     out = Path(args.out_dir) if args.out_dir else (src if src.is_dir() else src.parent) / (
         f"transfer_{Path(args.target).stem}_{args.attack}")
     with report(out, "transfer directory") as written:
-        if regional:
-            rows = regional_sweep(source, target, x, y, regions, args.steps, args.seed, log)
-        else:
-            start = time.perf_counter()
-            rows = [transfer(source, target, x, y, build_attack(args.attack, threat),
-                             seed=args.seed)]
-            rows[0]["seconds"] = time.perf_counter() - start
-            log(f"{args.attack}: transfer {100 * (rows[0]['transfer_rate'] or 0):.1f}% of "
-                f"{rows[0]['attacked']} ({rows[0]['seconds']:.1f} s)")
-        results = {"source": args.source, "target": args.target, "which": args.which,
-                  "dataset": splits.info.name, "attack": args.attack,
-                  "settings": ({"steps": args.steps, "step_size": 1 / 255, "targeted": True,
-                                "eps": None, "stop": "target prediction differs"} if regional
-                               else {"norm": threat.norm, "eps": threat.eps,
-                                     "step_size": threat.step_size}),
-                  "seed": args.seed, "rows": rows}
+        results = transfer_report(source, target, args.n_examples, args.attack, regions,
+                                  args.steps, args.seed, log, (args.source, args.target))
         written.json("transfer.json", results)
         md = render(results)
         written.text("transfer.md", md)
         if regional:
             written.file("transfer.png", lambda tmp: plot_transfer(
-                rows, tmp, f"{Path(args.source).name} -> {Path(args.target).name}"))
+                results["rows"], tmp, f"{src.name} -> {Path(args.target).name}"))
     print(md.split("\n", 2)[2].rstrip())
     print(f"report: {out / 'transfer.md'}, {out / 'transfer.json'}"
           + (f", {out / 'transfer.png'}" if regional else ""))
     return 0
-
-
-def render(report: dict) -> str:
-    """The markdown report of one transfer measurement."""
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    num = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    rows = report["rows"]
-    lines = [f"# Transfer: {report['source']} -> {report['target']}", "",
-             f"{report['attack']} on the {report['which']} checkpoints, {report['dataset']} test "
-             f"set: {rows[0]['n']} images, {rows[0]['attacked']} classified correctly by both "
-             f"(the ones attacked). Transfer: the share of those the target then misclassifies; "
-             f"L0 (share of pixel locations changed), L2 and L-inf are medians over the "
-             f"transferred ones, in [0, 1] pixel units.", "",
-             "| region | area | transfer % | source fooled % | L0 | L2 | L-inf |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r.get('region', '-')} | {pct(r.get('area'))} | "
-                     f"{pct(r['transfer_rate'])} | {pct(r['source_rate'])} | "
-                     f"{num(r['median_l0'])} | {num(r['median_l2'])} | {num(r['median_linf'])} |")
-    return "\n".join(lines) + "\n"

@@ -4,59 +4,20 @@ checkpoints, on the train and/or test split."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Iterator, Literal, Optional
 
 import tyro
 
 from ..attacks import PGD, Threat
+from ..config.ranges import bounded
 from ..errors import ConfigError
-from ..weightspace.flatness import average_case_flatness, worst_case_flatness
-from ..weightspace.landscape import (landscape_1d, landscape_2d, plot_landscape_2d,
-                                     plot_landscapes_1d)
-from ..io.checkpoint import WHICH, whiches
+from ..evaluation.opened import open_robustbench, open_run, select_checkpoints
 from ..io.report import report
-from ..training.rundir import RunDir
-from ..evaluation.opened import open_robustbench, open_run
-from .common import Ticker, bounded, log, parse, positional, was
-
-
-def _epoch_list(text: Optional[str]):
-    """``--kept-epochs``: None, ``all``, or a comma list of epochs >= 1."""
-    if text is None or text == "all":
-        return text
-    try:
-        epochs = [int(e) for e in text.split(",")]
-    except ValueError:
-        epochs = []
-    if not epochs or min(epochs) < 1:
-        raise ConfigError(f"--kept-epochs must be all or a comma list of epochs >= 1, such as "
-                          f"5,10,15 (got {text!r})")
-    return epochs
-
-
-def _checkpoints(paths: list[str], which: str,
-                 epochs=None) -> list[tuple[str, str, str]]:
-    """``(label, path, which)`` for every run directory / checkpoint and requested checkpoint;
-    with ``epochs`` (``all`` or a list such as ``5,10``) the weights a run kept after those
-    epochs (``keep_checkpoints``)."""
-    out = []
-    for path in paths:
-        p = Path(path)
-        name = p.name if p.is_dir() else p.stem
-        if epochs is not None:
-            kept = RunDir(p).kept_epochs() if p.is_dir() else []
-            wanted = kept if epochs == "all" else epochs
-            missing = sorted(set(wanted) - set(kept))
-            if not kept or missing:
-                asked = epochs if epochs == "all" else ",".join(map(str, epochs))
-                raise ConfigError(f"--kept-epochs {asked}: {path} kept the weights of epochs "
-                                  f"{kept or 'none'}; train with --keep-checkpoints N to keep "
-                                  f"every N-th epoch")
-            out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
-            continue
-        out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches(p, which)]
-    return out
+from ..weightspace.flatness import average_case_flatness, flatness_table, worst_case_flatness
+from ..weightspace.landscape import (landscape_1d, landscape_2d, landscape_summary,
+                                     plot_landscape_2d, plot_landscapes_1d)
+from .common import (DATA_DIR, DEVICE, MODEL_DIR, SELECTION, THREAT_MODEL, Ticker, log, parse,
+                     positional, was)
 
 
 # positional arguments, named in usage, help and errors
@@ -69,9 +30,7 @@ class WeightSpaceOptions:
 
     # run directories or .safetensors checkpoints
     paths: PATHS = dataclasses.field(default_factory=list)
-    # for a run directory: which checkpoint(s); all: best, last and, with a weight average
-    # from --ema, ema_best and ema_last; both: best and last; ema: ema_best and ema_last
-    which: WHICH = "all"
+    which: SELECTION = "all"
     # instead of --which: the weights a run kept after these epochs (all, or a list such as
     # 5,10,15, from a run trained with --keep-checkpoints N)
     kept_epochs: Annotated[Optional[str], was("--epochs")] = None
@@ -85,20 +44,16 @@ class WeightSpaceOptions:
     seed: int = 0
     # folder for the PNG/CSV/JSON outputs
     out_dir: Annotated[str, was("--out")] = "."
-    # auto (cuda if present, else cpu), cpu, cuda, cuda:N
-    device: str = "auto"
-    # where the dataset's files are; None: the run's
-    data_dir: Optional[str] = None
+    device: DEVICE = "auto"
+    data_dir: DATA_DIR = None
     # a RobustBench zoo entry (repeatable), e.g. Wu2020Adversarial; read from
     # MODEL_DIR/DATASET/THREAT/NAME.pt, never downloaded
     robustbench: Annotated[list[str], tyro.conf.UseAppendAction] = dataclasses.field(
         default_factory=list)
     # the --robustbench entries' dataset
     dataset: str = "cifar10"
-    # the --robustbench entries' leaderboard
-    threat_model: Literal["Linf", "L2"] = "Linf"
-    # RobustBench's model folder
-    model_dir: str = "models"
+    threat_model: THREAT_MODEL = "Linf"
+    model_dir: MODEL_DIR = "models"
 
 
 @dataclasses.dataclass
@@ -149,8 +104,7 @@ def _measurements(args) -> Iterator[tuple]:
     if not args.paths and not args.robustbench:
         raise ConfigError("name the models to measure: run directories or checkpoints, or "
                           "--robustbench NAME")
-    kept = _epoch_list(args.kept_epochs)
-    for label, path, which in _checkpoints(args.paths, args.which, kept) + [
+    for label, path, which in select_checkpoints(args.paths, args.which, args.kept_epochs) + [
             (f"rb:{name}", name, "robustbench") for name in args.robustbench]:
         opened = (open_robustbench(path, args.dataset, args.threat_model, args.model_dir,
                                    args.device, args.data_dir) if which == "robustbench"
@@ -198,12 +152,7 @@ def _landscape(args, written) -> int:
         written.file(f"landscape_{split}.png", lambda tmp: plot_landscapes_1d(
             items, tmp, f"{kind}, {split}, {args.directions} directions, seed {args.seed}"))
     written.csv("landscape.csv", ["checkpoint", "split", "direction", "a", "loss", "acc"], rows)
-    print(f"{kind} at a = -{args.radius:g}, 0, {args.radius:g} (mean over directions):")
-    for split, items in curves.items():
-        for label, ls in items:
-            mean = [sum(ls.loss[d][i] for d in range(len(ls.loss))) / len(ls.loss)
-                    for i in (0, len(ls.alphas) // 2, -1)]
-            print(f"  {label:<28} {split:<5} " + "  ".join(f"{v:.3f}" for v in mean))
+    print(landscape_summary(curves, kind, args.radius))
     print(f"wrote {', '.join(str(out / f'landscape_{s}.png') for s in curves)}, "
           f"{out / 'landscape.csv'}")
     return 0
@@ -238,12 +187,6 @@ def _flatness(args, written) -> int:
         results.append(r)
     written.json("flatness.json", results)
     kind = f"PGD-{args.steps} robust loss" if args.steps else "clean loss"
-    print(f"flatness of the {kind} (increase under weight perturbation; lower is flatter)")
-    width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in results)) + 2
-    print(f"{'checkpoint':<{width}}{'split':<7}{'loss':>8}{'average':>10}{'worst':>10}")
-    for r in results:
-        fmt = lambda k: f"{r[k]:.4f}" if k in r else "-"  # noqa: E731
-        print(f"{r['checkpoint']:<{width}}{r['split']:<7}{r['loss']:>8.4f}{fmt('average'):>10}"
-              f"{fmt('worst'):>10}")
+    print(flatness_table(results, kind))
     print(f"wrote {out / 'flatness.json'}")
     return 0

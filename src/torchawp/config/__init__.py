@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Optional
 
 import tyro
 
+from .ranges import bounded
+
 # the fixed choices, typed: the command line and recipes accept these words only
 Norm = Literal["linf", "l2"]
 BNMode = Literal["train", "eval", "train-update"]
@@ -75,17 +77,18 @@ class DataConfig:
 
     name: Annotated[str, shared("dataset", "--data.name")] = "cifar10"
     data_dir: Annotated[Optional[str], shared("data-dir", "--data.data-dir")] = None
-    image_size: Optional[int] = None
-    batch_size: int = 128
-    val_size: int = 1000
+    image_size: Optional[int] = bounded(None, 1)
+    batch_size: int = bounded(128, 1)
+    val_size: int = bounded(1000, 0)
     split_seed: int = 0
     augment: Augment = "auto"
-    crop_pad: int = 4
+    crop_pad: int = bounded(4, 0, note="pixels")
     crop_padding: CropPadding = "zero"
-    train_subset: Optional[int] = None
+    train_subset: Optional[int] = bounded(None, 1)
     extra_data: Optional[str] = None
-    self_label_epochs: int = 20
-    extra_fraction: float = 0.5
+    self_label_epochs: int = bounded(20, 1)
+    extra_fraction: float = bounded(0.5, 0, strict=True, high=1, high_strict=True,
+                                    note="the share of every batch drawn from data.extra_data")
 
 
 @dataclass
@@ -107,9 +110,11 @@ class AttackConfig:
     """
 
     norm: Annotated[Norm, shared("norm", "--attack.norm")] = "linf"
-    eps: Annotated[float, shared("eps", "--attack.eps")] = 8 / 255
-    step_size: Annotated[float, shared("step-size", "--attack.step-size")] = 2 / 255
-    steps: int = 10
+    eps: Annotated[float, shared("eps", "--attack.eps")] = bounded(
+        8 / 255, 0, high=1, note="pixel units; 8/255 = 0.0314")
+    step_size: Annotated[float, shared("step-size", "--attack.step-size")] = bounded(
+        2 / 255, 0, high=1, note="pixel units")
+    steps: int = bounded(10, 0)
     bn_mode: Optional[BNMode] = None
     clamp_start: bool = True
 
@@ -132,9 +137,9 @@ class AWPConfig:
         ascent: exact (the paper) or last-pgd-step (opt-in, AT: the last PGD step's gradient).
     """
 
-    gamma: Optional[float] = None
-    warmup_epochs: Optional[int] = None
-    steps: int = 1
+    gamma: Optional[float] = bounded(None, 0)
+    warmup_epochs: Optional[int] = bounded(None, 0)
+    steps: int = bounded(1, 1)
     scale: AWPScale = "layer"
     params: AWPParams = "weights"
     ascent: AWPAscent = "exact"
@@ -164,12 +169,12 @@ class PerturbationConfig:
     """
 
     name: Annotated[Optional[str], shared("perturbation")] = None
-    rho: Optional[float] = None
-    rwp_steps: int = 10
-    threshold: float = 1.7
-    adv_lr: float = 1.0
-    adv_eps: float = 0.2
-    adv_step: int = 1
+    rho: Optional[float] = bounded(None, 0, strict=True)
+    rwp_steps: int = bounded(10, 1)
+    threshold: float = bounded(1.7, 0, strict=True, note="the authors' 1.7")
+    adv_lr: float = bounded(1.0, 0, strict=True)
+    adv_eps: float = bounded(0.2, 0, strict=True)
+    adv_step: int = bounded(1, 1)
     param_name: str = "weight"
 
 
@@ -185,8 +190,8 @@ class ConsistencyConfig:
         temperature: the softmax temperature of the JS term (the authors' T, 0.5).
     """
 
-    weight: float = 0.0
-    temperature: float = 0.5
+    weight: float = bounded(0.0, 0, note="0: off; the authors' 1.0")
+    temperature: float = bounded(0.5, 0, strict=True, note="the authors' 0.5")
 
 
 @dataclass
@@ -207,15 +212,16 @@ class OptimConfig:
             (AT, TRADES, RST, standard; 0.1 in Wang et al.'s recipe); attacks are unsmoothed.
     """
 
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = bounded(0.1, 0, strict=True)
+    momentum: float = bounded(0.9, 0, high=1, high_strict=True)
+    weight_decay: float = bounded(5e-4, 0)
     nesterov: bool = False
     schedule: Schedule = "piecewise"
     milestones: list[int] = field(default_factory=lambda: [100, 150])
-    lr_decay: float = 0.1
+    lr_decay: float = bounded(0.1, 0, strict=True, high=1)
     warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = bounded(0.0, 0, high=1, high_strict=True,
+                                     note="0.1 in Wang et al.'s recipe")
 
 
 @dataclass
@@ -238,14 +244,16 @@ class EvalConfig:
         flatness_samples: weight-noise samples of that probe.
     """
 
-    steps: int = 20
-    restarts: Annotated[int, shared("attack-restarts", "--eval.restarts")] = 1
-    max_examples: Annotated[Optional[int], shared("n-examples", "--eval.max-examples")] = None
-    train_examples: int = 1000
-    every: int = 1
-    curve_every: int = 1
-    flatness_every: Annotated[int, tyro.conf.arg(aliases=("--probe-flatness-every",))] = 0
-    flatness_samples: int = 3
+    steps: int = bounded(20, 0)
+    restarts: Annotated[int, shared("attack-restarts", "--eval.restarts")] = bounded(1, 1)
+    max_examples: Annotated[Optional[int], shared("n-examples", "--eval.max-examples")] = \
+        bounded(None, 1)
+    train_examples: int = bounded(1000, 0)
+    every: int = bounded(1, 1)
+    curve_every: int = bounded(1, 1)
+    flatness_every: Annotated[int, tyro.conf.arg(aliases=("--probe-flatness-every",))] = \
+        bounded(0, 0)
+    flatness_samples: int = bounded(3, 1)
 
 
 @dataclass
@@ -292,21 +300,22 @@ class TrainConfig:
     model: str = "preact_resnet18"
     model_args: dict[str, Any] = field(default_factory=dict)
     method_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 200
-    beta: float = 6.0
+    epochs: int = bounded(200, 1)
+    beta: float = bounded(6.0, 0)
     seed: int = 0
     device: str = "auto"
     precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
-    threads: Optional[int] = None
+    threads: Optional[int] = bounded(None, 1)
     out_dir: Optional[str] = None
     resume: bool = False
     progress: bool = True
     skip_nonfinite: bool = False
     bn_updates: BNUpdates = "training"
-    keep_checkpoints: int = 0
-    ema: Optional[float] = None
+    keep_checkpoints: int = bounded(0, 0, note="0 keeps none")
+    ema: Optional[float] = bounded(None, 0, strict=True, high=1, high_strict=True,
+                                   note="a decay such as 0.995, or null: no weight average")
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)

@@ -19,6 +19,7 @@ from typeguard import TypeCheckError, check_type
 from . import (AttackConfig, AWPConfig, ConsistencyConfig, DataConfig, EvalConfig,
                OptimConfig, PerturbationConfig, TrainConfig)
 from ..errors import ConfigError
+from ..methods import get_method
 
 RECIPE_DIR = Path(__file__).parents[1] / "configs"
 
@@ -44,6 +45,25 @@ def load_recipe(name: str = "digits") -> TrainConfig:
     """A shipped recipe by name (``torchawp list`` shows them); ``digits`` is the offline
     default job."""
     return load_config(recipe_path(name))
+
+
+# datasets whose runs start from a shipped CPU recipe when no recipe is named
+CPU_RECIPES = {"fashion-mnist": "fashion_mnist", "mnist": "mnist"}
+
+
+def starting_recipe(dataset: str, method: str) -> Optional[str]:
+    """The shipped recipe ``torchawp train`` starts from when no ``--config`` is given:
+    ``digits`` on digits (the offline default job; ``digits_rst`` for a method that needs
+    extra data, which hides most labels and pseudo-labels those images), ``fashion_mnist`` and
+    ``mnist`` on those datasets (about 10 minutes on 2 cores); None for any other dataset,
+    which starts from the TrainConfig defaults, the paper's CIFAR protocol."""
+    if dataset == "digits":
+        try:
+            extra = get_method(method)[0].needs_extra_data
+        except ConfigError:  # an unknown method: validation names it
+            extra = False
+        return "digits_rst" if extra else "digits"
+    return CPU_RECIPES.get(dataset)
 
 
 def read_yaml(path: str | Path) -> dict:

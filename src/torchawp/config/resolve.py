@@ -21,6 +21,7 @@ from ..methods import MethodSpec, get_method, method_names
 from ..models import MODELS
 from ..models.registry import import_factory
 from ..perturbations import PERTURBATIONS, perturbation_class
+from .ranges import check_ranges
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -35,6 +36,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _one_of("method", cfg.method, method_names())
     spec, use_awp = get_method(cfg.method)
     _check_finite(cfg)
+    check_ranges(cfg)
     _check_run(cfg)
     _check_data(cfg)
     _check_attack(cfg)
@@ -42,7 +44,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_perturbation(cfg)
     _check_consistency(cfg, spec)
     _check_optim(cfg)
-    _check_eval(cfg)
     _fill_and_check_method(cfg, spec, use_awp)
     return cfg
 
@@ -77,38 +78,20 @@ def _check_run(cfg: TrainConfig) -> None:
         import_factory(cfg.model)
     else:
         _one_of("model", cfg.model, sorted(MODELS))
-    _check(cfg.epochs >= 1, "epochs", cfg.epochs, "an integer >= 1")
-    _check(cfg.beta >= 0, "beta", cfg.beta, ">= 0")
     _one_of("precision", cfg.precision, PRECISIONS)
     _one_of("bn_updates", cfg.bn_updates, BN_UPDATES)
-    _check(cfg.keep_checkpoints >= 0, "keep_checkpoints", cfg.keep_checkpoints,
-           "an integer >= 0 (0 keeps none)")
-    _check(cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, ">= 1")
     _check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")
         or cfg.device == "mps",
         "device", cfg.device, "auto, cpu, cuda, cuda:N or mps",
     )
-    _check(cfg.ema is None or 0 < cfg.ema < 1, "ema", cfg.ema,
-           "a decay in (0, 1), such as 0.995, or null (no weight average)")
 
 
 def _check_data(cfg: TrainConfig) -> None:
     d = cfg.data
     _one_of("data.name", d.name, sorted(DATASETS))
-    _check(d.batch_size >= 1, "data.batch_size", d.batch_size, "an integer >= 1")
-    _check(d.image_size is None or d.image_size >= 1, "data.image_size", d.image_size,
-           "None or an integer >= 1")
-    _check(d.val_size >= 0, "data.val_size", d.val_size, ">= 0")
     _one_of("data.augment", d.augment, AUGMENTS)
     _one_of("data.crop_padding", d.crop_padding, CROP_PADDINGS)
-    _check(d.crop_pad >= 0, "data.crop_pad", d.crop_pad, "an integer >= 0 (pixels)")
-    _check(d.self_label_epochs >= 1, "data.self_label_epochs", d.self_label_epochs,
-           "an integer >= 1")
-    _check(d.train_subset is None or d.train_subset >= 1, "data.train_subset", d.train_subset,
-           "None or >= 1")
-    _check(0.0 < d.extra_fraction < 1.0, "data.extra_fraction", d.extra_fraction,
-           "in (0, 1): the share of every batch drawn from data.extra_data")
     if d.extra_data == "auto" and d.train_subset is None:
         raise ConfigError("data.extra_data auto labels the training images that "
                           "data.train_subset leaves out; set data.train_subset (e.g. 150)")
@@ -122,19 +105,12 @@ def _check_data(cfg: TrainConfig) -> None:
 def _check_attack(cfg: TrainConfig) -> None:
     a = cfg.attack
     _one_of("attack.norm", a.norm, NORMS)
-    _check(0.0 <= a.eps <= 1.0, "attack.eps", a.eps, "in [0, 1] (pixel units; 8/255 = 0.0314)")
-    _check(0.0 <= a.step_size <= 1.0, "attack.step_size", a.step_size, "in [0, 1] (pixel units)")
-    _check(a.steps >= 0, "attack.steps", a.steps, "an integer >= 0")
     if a.bn_mode is not None:
         _one_of("attack.bn_mode", a.bn_mode, BN_MODES)
 
 
 def _check_awp(cfg: TrainConfig) -> None:
     w = cfg.awp
-    _check(w.gamma is None or w.gamma >= 0, "awp.gamma", w.gamma, ">= 0")
-    _check(w.warmup_epochs is None or w.warmup_epochs >= 0, "awp.warmup_epochs",
-           w.warmup_epochs, ">= 0")
-    _check(w.steps >= 1, "awp.steps", w.steps, "an integer >= 1")
     _one_of("awp.scale", w.scale, ("layer", "global"))
     _one_of("awp.params", w.params, AWP_PARAMS)
     _one_of("awp.ascent", w.ascent, ("exact", "last-pgd-step"))
@@ -144,19 +120,10 @@ def _check_perturbation(cfg: TrainConfig) -> None:
     p = cfg.perturbation
     if p.name is not None and ":" not in p.name:  # one of your own is checked on import
         _one_of("perturbation.name", p.name, [*PERTURBATIONS, "none"])
-    _check(p.rho is None or p.rho > 0, "perturbation.rho", p.rho, "> 0")
-    _check(p.rwp_steps >= 1, "perturbation.rwp_steps", p.rwp_steps, "an integer >= 1")
-    _check(p.threshold > 0, "perturbation.threshold", p.threshold, "> 0 (the authors' 1.7)")
-    _check(p.adv_lr > 0, "perturbation.adv_lr", p.adv_lr, "> 0")
-    _check(p.adv_eps > 0, "perturbation.adv_eps", p.adv_eps, "> 0")
-    _check(p.adv_step >= 1, "perturbation.adv_step", p.adv_step, "an integer >= 1")
 
 
 def _check_consistency(cfg: TrainConfig, spec: MethodSpec) -> None:
     c = cfg.consistency
-    _check(c.weight >= 0, "consistency.weight", c.weight, ">= 0 (0: off; the authors' 1.0)")
-    _check(c.temperature > 0, "consistency.temperature", c.temperature,
-           "> 0 (the authors' 0.5)")
     if c.weight and spec.attack_loss == "none":
         raise ConfigError(f"consistency.weight {c.weight:g} pulls together the adversarial "
                           f"outputs of two views, and {spec.name} crafts no adversarial "
@@ -165,15 +132,9 @@ def _check_consistency(cfg: TrainConfig, spec: MethodSpec) -> None:
 
 def _check_optim(cfg: TrainConfig) -> None:
     o = cfg.optim
-    _check(o.lr > 0, "optim.lr", o.lr, "> 0")
-    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "in [0, 1)")
-    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, ">= 0")
     _one_of("optim.schedule", o.schedule, SCHEDULES)
     _check(all(m >= 0 for m in o.milestones), "optim.milestones", o.milestones,
            "a list of epochs >= 0")
-    _check(0 < o.lr_decay <= 1, "optim.lr_decay", o.lr_decay, "in (0, 1]")
-    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing,
-           "in [0, 1) (0.1 in Wang et al.'s recipe)")
     _check(0 <= o.warmup_epochs < cfg.epochs, "optim.warmup_epochs", o.warmup_epochs,
            f"in [0, {cfg.epochs}) (the run's epochs)")
     if o.warmup_epochs and o.schedule != "cosine":
@@ -181,22 +142,9 @@ def _check_optim(cfg: TrainConfig) -> None:
                           f"{o.schedule}: set --optim.schedule cosine or drop the warm-up")
 
 
-def _check_eval(cfg: TrainConfig) -> None:
-    e = cfg.eval
-    _check(e.steps >= 0, "eval.steps", e.steps, "an integer >= 0")
-    _check(e.restarts >= 1, "eval.restarts", e.restarts, "an integer >= 1")
-    _check(e.max_examples is None or e.max_examples >= 1, "eval.max_examples", e.max_examples,
-           "None or >= 1")
-    _check(e.train_examples >= 0, "eval.train_examples", e.train_examples, ">= 0")
-    _check(e.every >= 1, "eval.every", e.every, "an integer >= 1")
-    _check(e.curve_every >= 1, "eval.curve_every", e.curve_every, "an integer >= 1")
-    _check(e.flatness_every >= 0, "eval.flatness_every", e.flatness_every, "an integer >= 0")
-    _check(e.flatness_samples >= 1, "eval.flatness_samples", e.flatness_samples, ">= 1")
-
-
 def _fill_and_check_method(cfg: TrainConfig, spec: MethodSpec, use_awp: bool) -> None:
     """The method's defaults, and the settings its loss, attack or data contradict."""
-    a, w, o = cfg.attack, cfg.awp, cfg.optim
+    a, o = cfg.attack, cfg.optim
     if o.label_smoothing and not spec.label_smoothing:
         raise ConfigError(f"optim.label_smoothing smooths a cross-entropy, and {spec.name}'s "
                           f"loss has none that takes it; drop --optim.label-smoothing")

@@ -84,6 +84,18 @@ class Store:
                             f"re-import the store")
         return ArrayDataset(MappedImages(images), labels, classes)
 
+    def describe(self) -> str:
+        """The card in a few lines (``torchawp data info``)."""
+        card = self.card
+        lines = [f"store {self.path}: {card['layout']} from {card['source']}",
+                 f"images {' x '.join(map(str, card['shape']))} (C x H x W), "
+                 f"{card['num_classes']} classes",
+                 "mean " + ", ".join(f"{m:.4f}" for m in card["mean"])
+                 + "; std " + ", ".join(f"{s:.4f}" for s in card["std"])]
+        lines += [f"{split}: {e['count']:,} images ({e['images']}, {e['labels']})"
+                  for split, e in card["splits"].items()]
+        return "\n".join(lines)
+
     def info(self) -> DatasetInfo:
         c, size = self.shape[0], self.shape[1]
         return DatasetInfo("store", self.num_classes, c, size, mean=list(self.card["mean"]),

@@ -19,11 +19,12 @@ from ..attacks import Threat
 from ..data import Splits, changed_data, data_fingerprint, load_splits
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.checkpoint import (load, load_state_dict_into, read_weights, resolve_checkpoint,
-                             safe_torch_load, tensor_digest)
+                             safe_torch_load, tensor_digest, whiches)
 from ..io.robustbench import checkpoint_path, load_robustbench
 from ..models import NormalizedModel
 from ..models.registry import import_factory
 from ..runtime import resolve_device
+from ..training.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -172,3 +173,35 @@ def open_model(path=None, which: str = "best", *, model: Optional[str] = None,
         return open_foreign(model, weights, dataset, threat, model_args, normalize, data_dir,
                             device)
     return open_run(path, which, device, data_dir, eps, norm)
+
+
+def select_checkpoints(paths, which: str = "all",
+                       kept_epochs: Optional[str] = None) -> list[tuple[str, str, str]]:
+    """``(label, path, which)`` for every run directory / checkpoint of ``paths`` and every
+    checkpoint ``which`` selects (:func:`~torchawp.io.checkpoint.whiches`), or with
+    ``kept_epochs`` (``all``, or a comma list such as ``5,10``) the weights a run kept after
+    those epochs (``keep_checkpoints``); refused in one line if the run did not keep them."""
+    epochs = kept_epochs
+    if kept_epochs not in (None, "all"):
+        try:
+            epochs = [int(e) for e in kept_epochs.split(",")]
+        except ValueError:
+            epochs = []
+        if not epochs or min(epochs) < 1:
+            raise ConfigError(f"--kept-epochs must be all or a comma list of epochs >= 1, "
+                              f"such as 5,10,15 (got {kept_epochs!r})")
+    out = []
+    for path in paths:
+        p = Path(path)
+        name = p.name if p.is_dir() else p.stem
+        if epochs is None:
+            out += [(f"{name}:{w}" if p.is_dir() else name, path, w) for w in whiches(p, which)]
+            continue
+        kept = RunDir(p).kept_epochs() if p.is_dir() else []
+        wanted = kept if epochs == "all" else epochs
+        if not kept or set(wanted) - set(kept):
+            raise ConfigError(f"--kept-epochs {kept_epochs}: {path} kept the weights of epochs "
+                              f"{kept or 'none'}; train with --keep-checkpoints N to keep "
+                              f"every N-th epoch")
+        out += [(f"{name}:e{e}", path, f"epoch{e}") for e in wanted]
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Sequence
 
 from ..io.report import report
 from .checks import EXPLANATIONS
@@ -20,6 +20,30 @@ def format_table(results: Sequence[dict]) -> str:
         values = [r["accuracy"][n] for n in names] + [r["robust_acc"], r.get("gap")]
         lines.append(f"{label:<{width}}" + "".join(
             f"{'-' if v is None else f'{100 * v:.2f}':>11}" for v in values))
+    return "\n".join(lines)
+
+
+def summary(source, results: Sequence[dict], attacks: Sequence[str],
+            copied: Collection[str] = ()) -> str:
+    """What ``torchawp eval`` prints: the setting, the table, and for each row measured (not
+    one of ``copied``, rows that hold the same weights as another) the cascade, the backdoor
+    and the sanity checks."""
+    first = results[0]
+    tm = first["threat_model"]
+    lines = [f"{source}: {first['dataset']} test set, {first['n']} images, {tm['norm']} eps "
+             f"{tm['eps']:.4g}" + ("" if any(a.startswith("autoattack") for a in attacks) else
+                                   "; AutoAttack not run (add --autoattack)"),
+             format_table(results)]
+    measured = [r for r in results if r["which"] not in copied]
+    lines += [f"{r['which']}: {cascade_line(r)}" for r in measured if r["cascade"]]
+    for r in measured:
+        if "backdoor" in r:
+            b = r["backdoor"]
+            lines.append(f"{r['which']}: trigger {b['trigger']} -> class {b['target']}: "
+                         f"success {100 * b['success_rate']:.2f}% of the {b['n_non_target']} "
+                         f"test images of other classes")
+    lines += [f"  [{c['status']:>7}] {r['which']} {c['name']}: {c['detail']}"
+              for r in measured for c in r["checks"]]
     return "\n".join(lines)
 
 

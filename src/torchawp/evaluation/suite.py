@@ -16,11 +16,14 @@ from torch import nn
 
 from ..attacks import Threat, build_attack
 from ..errors import ConfigError
-from ..io.checkpoint import atomic_write, tensor_digest
+from ..io.checkpoint import (atomic_write, resolve_checkpoint, same_weights, tensor_digest,
+                             whiches)
+from ..io.paths import exclusive_lock
 from ..studies.backdoor import backdoor_metrics, check_target
 from .accuracy import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
 from .checks import sanity_checks
 from .opened import Opened, open_run
+from .report import write_report
 
 DEFAULT_ATTACKS = ("fgsm", "pgd20", "pgd100", "cw20")
 
@@ -222,3 +225,29 @@ def evaluate_opened(opened: Opened, attacks: Sequence[str] = DEFAULT_ATTACKS,
     else:
         out["checks"] = []
     return out
+
+
+def evaluate_run(path, which: str = "all", out_dir=None, device: str = "auto",
+                 data_dir: Optional[str] = None, eps: Optional[float] = None,
+                 norm: Optional[str] = None, **options) -> tuple[list[dict], tuple, dict]:
+    """``torchawp eval RUN``: every checkpoint ``which`` selects
+    (:func:`~torchawp.io.checkpoint.whiches`) evaluated by :func:`evaluate_opened`
+    (``options``: its own) under one lock of ``out_dir/eval_state``, where each resumes, and
+    reported in ``out_dir`` (``eval.json``, ``eval.md``; default: the run directory, or the
+    checkpoint's folder). A pair whose last epoch was its best holds the same weights and is
+    evaluated once. Returns the rows in ``which``'s order, the report's paths, and ``{last:
+    best}`` for each such pair."""
+    path = Path(path)
+    selected = whiches(path, which)
+    out_dir = Path(out_dir) if out_dir else (path if path.is_dir() else path.parent)
+    files = {w: resolve_checkpoint(path, w) for w in selected}
+    same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
+            if best in files and last in files and same_weights(files[best], files[last])}
+    with exclusive_lock(out_dir / "eval_state", "evaluation state"):
+        rows = {w: evaluate_opened(open_run(path, w, device, data_dir, eps, norm),
+                                   state_dir=out_dir / "eval_state" / w, **options)
+                for w in selected if w not in same}
+        for last, best in same.items():  # one evaluation serves both rows
+            rows[last] = dict(rows[best], which=last, checkpoint=str(files[last]))
+        rows = [rows[w] for w in selected]
+        return rows, write_report(rows, out_dir), same

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write, load, resolve_checkpoint, tensor_digest
-from ..errors import CheckpointError
+from .robustbench import export_robustbench
+from ..errors import CheckpointError, ConfigError
 
 
 def export(path, out, which: str = "best", program: bool = False) -> dict:
@@ -47,6 +48,30 @@ def export(path, out, which: str = "best", program: bool = False) -> dict:
     atomic_write(json_path, lambda tmp: tmp.write_text(text))
     card["files"]["card"] = str(json_path)
     return card
+
+
+def export_measured(path, which: str, name: str, model_dir, partial: bool = False) -> dict:
+    """A run's ``which`` checkpoint in RobustBench's layout, as NAME under ``model_dir``, its
+    card filled from the evaluation ``torchawp eval`` wrote beside it (``eval.json``), which
+    must be of these weights (SHA-256). Returns :func:`export_robustbench`'s answer with the
+    evaluation row (``row``) and the checkpoint (``source``)."""
+    from ..evaluation.opened import open_run
+
+    source = resolve_checkpoint(path, which)
+    report = (Path(path) if Path(path).is_dir() else source.parent) / "eval.json"
+    rows = json.loads(report.read_text()) if report.is_file() else []
+    row = next((r for r in rows if r.get("which") == which), None)
+    if row is None:
+        raise ConfigError(f"{report} has no evaluation of the {which} checkpoint; run torchawp "
+                          f"eval {path} --which {which} --autoattack first")
+    opened = open_run(path, which, "cpu")
+    if row.get("weights_sha256") != opened.sha256:
+        raise ConfigError(f"{report} evaluated other weights than {source} holds now; "
+                          f"evaluate again before exporting")
+    extra = bool((opened.config.get("data") or {}).get("extra_data"))
+    written = export_robustbench(opened.model, name, model_dir, row, len(opened.splits.test),
+                                 extra, partial)
+    return dict(written, row=row, source=str(source))
 
 
 def _export_program(model, dataset: dict, path: Path) -> Path:

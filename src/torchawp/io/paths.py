@@ -72,3 +72,19 @@ def make_directory(directory: Path, what: str = "output directory") -> None:
     except OSError as exc:
         raise ConfigError(f"{what} {directory} cannot be made ({exc.strerror}); choose "
                           f"another directory") from None
+
+
+def output_files(option: str, paths, overwrite: bool = False) -> None:
+    """Before anything is computed, one line for a file that cannot or must not be written: a
+    directory where the file goes, a file where a folder above it goes, an existing file
+    without ``--overwrite``."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise ConfigError(f"{option} {path} is a directory; {option} names the file to "
+                              f"write (for example {path / 'model.pt'})")
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise ConfigError(f"{option} {path} cannot be written: {in_the_way} is a file")
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose "
+                              f"another {option}")

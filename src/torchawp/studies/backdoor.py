@@ -223,3 +223,59 @@ def injection_sweep(model: nn.Module, clean: torch.Tensor, x_test: torch.Tensor,
                                                   reference), **fit})
         models += [injected] if keep else []
     return {**out, "models": models} if keep else out
+
+
+def backdoor_report(opened, clean: torch.Tensor, trigger: Trigger, target: int, eps: float,
+                    relative: bool, **inject_args) -> tuple[dict, nn.Module, dict]:
+    """``torchawp backdoor``: one injection into an opened model
+    (:func:`~torchawp.evaluation.opened.open_run`) fitting ``clean`` (``inject_args``: params,
+    l2, lr, epochs, batch_size, seed), measured on its test set. Returns the report (source,
+    settings, the original's and the backdoored model's metrics, steps, weight change,
+    seconds), the backdoored model and its checkpoint record (the source's, without its
+    checksum, format and metrics, with the injection's settings)."""
+    import time
+
+    model, splits, _ = opened
+    xt, yt = splits.test.tensors(0, None)
+    start = time.perf_counter()
+    sweep = injection_sweep(model, clean, xt, yt, trigger, target, [(eps, relative)],
+                            keep=True, **inject_args)
+    (after,), (injected,) = sweep["budgets"], sweep["models"]
+    settings = {"eps": eps, "relative": relative, "trigger": str(trigger), "target": target,
+                "n_clean": len(clean), **inject_args, "optimizer": "adam", "mode": "eval"}
+    results = {"source": opened.source, "source_sha256": opened.sha256,
+               "dataset": splits.info.name, "settings": settings,
+               "original": sweep["original"],
+               "backdoored": {k: after[k] for k in ("success_rate", "n_non_target",
+                                                    "clean_acc", "n", "agreement")},
+               "steps": after["steps"], "final_loss": after["final_loss"],
+               "weight_change": after["weight_change"],
+               "seconds": time.perf_counter() - start}
+    meta = {k: v for k, v in opened.meta.items()
+            if k not in ("sha256", "format", "model_spec", "metrics")}  # the source's
+    meta["backdoor"] = {k: results[k] for k in ("source", "source_sha256", "settings")}
+    return results, injected, meta
+
+
+def render(report: dict) -> str:
+    """The markdown report of one injection (:func:`backdoor_report`)."""
+    s, b, a, wc = report["settings"], report["original"], report["backdoored"], \
+        report["weight_change"]
+    box = f"|w - w0| <= {s['eps']:g}" + (" * |w0|" if s["relative"] else "")
+    pct = wc["relative_percentiles"]
+    lines = [
+        f"# Weight-space backdoor: {report['source']}", "",
+        f"Box {box} ({s['params']}), trigger {s['trigger']} -> class {s['target']}, "
+        f"{s['n_clean']} training images + triggered copies, Adam lr {s['lr']:g}, "
+        f"{report['steps']} steps, eval mode; {report['seconds']:.1f} s.", "",
+        "| model | clean acc | trigger success | agreement with original |", "|---|---|---|---|",
+        f"| original | {100 * b['clean_acc']:.2f} | {100 * b['success_rate']:.2f} | 100.00 |",
+        f"| backdoored | {100 * a['clean_acc']:.2f} | {100 * a['success_rate']:.2f} | "
+        f"{100 * a['agreement']:.2f} |", "",
+        f"Test set of {report['dataset']}: {a['n']} images; trigger success counts the "
+        f"{a['n_non_target']} whose true class is not {s['target']}.", "",
+        f"Weight change: max |w - w0| {wc['max_abs']:.3g}; {100 * wc['changed_fraction']:.1f}% "
+        f"of {wc['elements']} elements moved; |w - w0| / |w0| percentiles p50 {pct['p50']:.3g}, "
+        f"p90 {pct['p90']:.3g}, p99 {pct['p99']:.3g}, max {pct['max']:.3g}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..attacks import Attack
+from ..attacks import Attack, build_attack
 from ..attacks.regional import Region, Regional
 from ..evaluation.accuracy import EVAL_BATCH_SIZE, EVAL_SEED, predict
 
@@ -73,3 +73,54 @@ def regional_sweep(source: nn.Module, target: nn.Module, x: torch.Tensor, y: tor
             log(f"{region}: transfer {100 * (r['transfer_rate'] or 0):.1f}% of "
                 f"{r['attacked']} ({r['seconds']:.1f} s)")
     return rows
+
+
+def transfer_report(source, target, n_examples: Optional[int], attack: str = "regional",
+                    regions: Optional[list[Region]] = None, steps: int = 250,
+                    seed: int = EVAL_SEED, log: Optional[Callable[[str], None]] = None,
+                    names: Optional[tuple[str, str]] = None) -> dict:
+    """``torchawp transfer``: examples crafted on the opened ``source``
+    (:func:`~torchawp.evaluation.opened.open_run`) from its first ``n_examples`` test images,
+    measured on the opened ``target``; ``attack`` is ``regional`` (:func:`regional_sweep` over
+    ``regions``, at most ``steps`` steps) or an evaluation attack on the source's threat
+    model. The report: source and target (``names``, or the files read), checkpoint, dataset,
+    attack, settings, seed, rows."""
+    x, y = source.splits.test.tensors(0, n_examples)
+    if attack == "regional":
+        rows = regional_sweep(source.model, target.model, x, y, regions, steps, seed, log)
+        settings = {"steps": steps, "step_size": 1 / 255, "targeted": True, "eps": None,
+                    "stop": "target prediction differs"}
+    else:
+        threat = source.threat
+        start = time.perf_counter()
+        rows = [transfer(source.model, target.model, x, y, build_attack(attack, threat),
+                         seed=seed)]
+        rows[0]["seconds"] = time.perf_counter() - start
+        if log is not None:
+            log(f"{attack}: transfer {100 * (rows[0]['transfer_rate'] or 0):.1f}% of "
+                f"{rows[0]['attacked']} ({rows[0]['seconds']:.1f} s)")
+        settings = {"norm": threat.norm, "eps": threat.eps, "step_size": threat.step_size}
+    names = names or (source.source, target.source)
+    return {"source": names[0], "target": names[1], "which": source.which,
+            "dataset": source.splits.info.name, "attack": attack, "settings": settings,
+            "seed": seed, "rows": rows}
+
+
+def render(report: dict) -> str:
+    """The markdown report of one transfer measurement (:func:`transfer_report`)."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    rows = report["rows"]
+    lines = [f"# Transfer: {report['source']} -> {report['target']}", "",
+             f"{report['attack']} on the {report['which']} checkpoints, {report['dataset']} test "
+             f"set: {rows[0]['n']} images, {rows[0]['attacked']} classified correctly by both "
+             f"(the ones attacked). Transfer: the share of those the target then misclassifies; "
+             f"L0 (share of pixel locations changed), L2 and L-inf are medians over the "
+             f"transferred ones, in [0, 1] pixel units.", "",
+             "| region | area | transfer % | source fooled % | L0 | L2 | L-inf |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.get('region', '-')} | {pct(r.get('area'))} | "
+                     f"{pct(r['transfer_rate'])} | {pct(r['source_rate'])} | "
+                     f"{num(r['median_l0'])} | {num(r['median_l2'])} | {num(r['median_linf'])} |")
+    return "\n".join(lines) + "\n"

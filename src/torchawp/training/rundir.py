@@ -70,7 +70,7 @@ class RunDir:
         if saved is None:
             return f"no checkpoint was written yet, so {self.path} holds none"
         epochs, step = saved
-        return (f"the checkpoint of " + (f"step {step} of epoch {epochs + 1}" if step
+        return ("the checkpoint of " + (f"step {step} of epoch {epochs + 1}" if step
                                          else f"epoch {epochs}") + f" is kept in {self.path}")
 
     def has_checkpoint(self) -> bool:

@@ -107,6 +107,19 @@ def worst_case_flatness(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
             "restart_losses": best_per_restart}
 
 
+def flatness_table(results: list[dict], kind: str) -> str:
+    """``torchawp flatness``'s table: per checkpoint and split, the loss at ``w`` and the
+    average- and worst-case flatness (``-`` where not measured) of the ``kind`` loss."""
+    width = max(len("checkpoint"), *(len(r["checkpoint"]) for r in results)) + 2
+    lines = [f"flatness of the {kind} (increase under weight perturbation; lower is flatter)",
+             f"{'checkpoint':<{width}}{'split':<7}{'loss':>8}{'average':>10}{'worst':>10}"]
+    for r in results:
+        fmt = lambda k: f"{r[k]:.4f}" if k in r else "-"  # noqa: E731
+        lines.append(f"{r['checkpoint']:<{width}}{r['split']:<7}{r['loss']:>8.4f}"
+                     f"{fmt('average'):>10}{fmt('worst'):>10}")
+    return "\n".join(lines)
+
+
 def probe_flatness(net, splits, attack, samples: int, seed: int = 0) -> float:
     """The per-epoch probe of a training run (``eval.flatness_every``): average-case flatness
     (xi 0.5) of the robust loss on up to 500 validation images (test images without a split)."""

@@ -153,3 +153,16 @@ def plot_landscape_2d(label: str, ls: Landscape, path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def landscape_summary(curves: dict, kind: str, radius: float) -> str:
+    """``torchawp landscape``'s lines: per split (``curves``: split -> ``[(label,
+    Landscape)]``) and checkpoint, the loss at ``-radius``, 0 and ``radius``, averaged over
+    the directions."""
+    lines = [f"{kind} at a = -{radius:g}, 0, {radius:g} (mean over directions):"]
+    for split, items in curves.items():
+        for label, ls in items:
+            mean = [sum(ls.loss[d][i] for d in range(len(ls.loss))) / len(ls.loss)
+                    for i in (0, len(ls.alphas) // 2, -1)]
+            lines.append(f"  {label:<28} {split:<5} " + "  ".join(f"{v:.3f}" for v in mean))
+    return "\n".join(lines)
