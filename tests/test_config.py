@@ -73,3 +73,23 @@ def test_training_leaves_the_callers_config_as_it_was(tmp_path):
     assert trainer.cfg.attack.bn_mode is not None and cfg == before
     torchawp.train(cfg)
     assert cfg == before
+
+
+def test_a_run_is_validated_once_and_a_changed_config_again(tmp_path, monkeypatch):
+    import torchawp
+    from torchawp.config import resolve
+
+    from .helpers import tiny_config
+
+    checked = []
+    real = resolve._fill_and_check_method
+    monkeypatch.setattr(resolve, "_fill_and_check_method",
+                        lambda cfg, *a: (checked.append(cfg.method), real(cfg, *a))[1])
+    result = torchawp.train(tiny_config(tmp_path / "run", epochs=1, method="at-awp"))
+    assert checked == ["at-awp"]  # torchawp.train's; its Trainer knew the result
+    assert result.config.awp.gamma == 0.01 and result.config.attack.bn_mode is not None
+    valid = validate(tiny_config(tmp_path / "other"))
+    assert validate(valid) == valid and len(checked) == 2  # the same content: known
+    valid.data.batch_size = 0  # a validated config changed afterwards is checked again
+    with pytest.raises(ConfigError, match="data.batch_size must be an integer >= 1"):
+        validate(valid)

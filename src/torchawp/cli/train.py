@@ -141,8 +141,8 @@ def train_options(argv: list[str]) -> tuple[TrainConfig, bool]:
 
 def cmd_train(argv: list[str]) -> int:
     cfg, dry_run = train_options(argv)
-    cfg = validate(cfg)
     if dry_run:  # the config first, then what the run needs, checked, and its time
+        cfg = validate(cfg)
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", flush=True)
         for line in check_and_price(cfg):
             print(f"# {line}")
@@ -150,6 +150,7 @@ def cmd_train(argv: list[str]) -> int:
     result = train(cfg)
     _leave_process_group()  # on success only: a failed rank exits and torchrun stops the rest
     if int(os.environ.get("RANK", 0)) == 0:
+        cfg = result.config
         print(f"\n{describe(cfg)}; PGD-{cfg.eval.steps} (eval mode); run: {result.run_dir}")
         print(summary_table(result))
     return 0

@@ -30,7 +30,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     the weight perturbation, ``awp.gamma`` and ``awp.warmup_epochs`` where it uses them, SAM's
     rho) and data paths made absolute, so what is saved and printed is what runs. Raises
     :class:`ConfigError` naming the first bad field, and refuses a weight perturbation that
-    would never switch on."""
+    would never switch on. A config this returned, unchanged since, is known by its content and
+    not checked again (``torchawp.train`` validates, then its Trainer is given the result)."""
+    if getattr(cfg, "_validated", None) == dataclasses.asdict(cfg):
+        return copy.deepcopy(cfg)
     cfg = copy.deepcopy(cfg)
     if ":" not in cfg.method:  # a method of your own is checked when it is imported
         _one_of("method", cfg.method, method_names())
@@ -45,6 +48,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_consistency(cfg, spec)
     _check_optim(cfg)
     _fill_and_check_method(cfg, spec, use_awp)
+    cfg._validated = dataclasses.asdict(cfg)  # not a field: never saved or compared
     return cfg
 
 

@@ -25,6 +25,8 @@ class RunResult:
     # the best epochs of what callbacks report beside the model, by metrics prefix (the
     # weight average's, "ema_")
     reported_best: dict[str, int] = dataclasses.field(default_factory=dict)
+    # the validated config that ran (method defaults filled in)
+    config: Optional[TrainConfig] = None
 
     @property
     def ema_best_epoch(self) -> Optional[int]:

@@ -52,9 +52,9 @@ def train(cfg: TrainConfig | dict | None = None, model: Optional[nn.Module] = No
         cfg = from_dict(cfg)
     if overrides:
         cfg = dataclasses.replace(cfg, **overrides)
-    cfg = validate(cfg)
     if not cfg.out_dir:
         cfg = dataclasses.replace(cfg, out_dir=str(default_run_dir(cfg)))
+    cfg = validate(cfg)  # once: the Trainer knows the result
     run = RunDir(cfg.out_dir)
     main_rank = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes
     run.check_start(cfg.resume)  # before the lock creates a mistyped directory

@@ -308,7 +308,8 @@ class Trainer:
             if self.dist.is_main:
                 plot_curves(self.history, self.run_dir / "curves.png")
         return RunResult(self.run_dir, self.history, self.best.epoch,
-                         {prefix: best.epoch for prefix, _, _, best in self._reported()[1:]})
+                         {prefix: best.epoch for prefix, _, _, best in self._reported()[1:]},
+                         cfg)
 
     def _run_epoch(self, epoch: int) -> Optional[dict]:
         """Train, evaluate, select, log and checkpoint epoch ``epoch`` (0-based index; its row
