@@ -13,26 +13,44 @@ from 10% of the epochs), 3 seeds each.
     python experiments/fashion_mnist_budget.py --report-only   # re-render from the JSON
 
 Needs Fashion-MNIST's IDX files (Debian: apt-get install dataset-fashion-mnist).
-Writes experiments/results/fashion_mnist_budget.json, .md and a curves PNG.
+Writes experiments/results/fashion_mnist_budget.json, .md and a curves PNG; a pilot (another
+budget, width or number of epochs) writes fashion_mnist_budget_pilots/bBUDGET_wWIDTH_eEPOCHS.*.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import statistics
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
+from scaffold import StudyOptions, run_study
 
-from torchawp.training.run import train
 from torchawp.config.recipes import load_recipe
 from torchawp.runtime import cpu_name
+from torchawp.training.run import train
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "fashion_mnist_budget.json"
-METHODS = ("at", "at-awp")
+
+@dataclasses.dataclass
+class Options(StudyOptions):
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    methods: list[Literal["at", "at-awp"]] = dataclasses.field(
+        default_factory=lambda: ["at", "at-awp"])
+    # labelled training images
+    budget: int = 500
+    epochs: int = 60
+    # channels of the CNN's first stage
+    width: int = 32
+
+
+def name(budget: int, width: int, epochs: int) -> str:
+    """Where the results of these settings go: the study's, or a pilot's beside them (another
+    budget, width or number of epochs)."""
+    if (budget, width, epochs) == (500, 32, 60):
+        return "fashion_mnist_budget"
+    return f"fashion_mnist_budget_pilots/b{budget}_w{width}_e{epochs}"
 
 
 def config(method: str, seed: int, budget: int, epochs: int, width: int, out: Path):
@@ -108,44 +126,29 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--budget", type=int, default=500, help="labelled training images")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--width", type=int, default=32, help="channels of the CNN's first stage")
-    p.add_argument("--out", default=str(HERE / "runs"))
-    p.add_argument("--json", default=str(RESULTS), help="where the results go")
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
-    results = Path(args.json)
-    if not args.report_only:
-        torch.set_num_threads(2)
-        start, runs = time.perf_counter(), []
-        for method in args.methods:
-            for seed in args.seeds:
-                t0 = time.perf_counter()
-                run = train(config(method, seed, args.budget, args.epochs, args.width,
-                                    Path(args.out)))
-                runs.append({"method": method, "seed": seed,
+def measure(opts: Options, runs: Path) -> dict:
+    torch.set_num_threads(2)
+    start, measured = time.perf_counter(), []
+    for method in opts.methods:
+        for seed in opts.seeds:
+            t0 = time.perf_counter()
+            run = train(config(method, seed, opts.budget, opts.epochs, opts.width, runs))
+            measured.append({"method": method, "seed": seed,
                              **summarize(run, time.perf_counter() - t0)})
-                print(method, seed, {k: v for k, v in runs[-1].items() if k != "curve"},
-                      flush=True)
-        data = {"cpu": cpu_name(), "cores": torch.get_num_threads(),
-                "minutes": (time.perf_counter() - start) / 60, "runs": runs,
-                "settings": {"budget": args.budget, "epochs": args.epochs, "width": args.width,
-                             "seeds": args.seeds, "methods": args.methods}}
-        results.parent.mkdir(exist_ok=True)
-        results.write_text(json.dumps(data, indent=2) + "\n")
-        plot(data, results.with_suffix(".png"))
-    data = json.loads(results.read_text())
-    text = render(data)
-    if not args.report_only:
-        results.with_suffix(".md").write_text(text)
-    print(text)
-    return 0
+            print(method, seed, {k: v for k, v in measured[-1].items() if k != "curve"},
+                  flush=True)
+    return {"cpu": cpu_name(), "cores": torch.get_num_threads(),
+            "minutes": (time.perf_counter() - start) / 60, "runs": measured,
+            "settings": {"budget": opts.budget, "epochs": opts.epochs, "width": opts.width,
+                         "seeds": opts.seeds, "methods": opts.methods}}
+
+
+def figures(data: dict, written) -> None:
+    s = data["settings"]
+    written.file(f"{Path(name(s['budget'], s['width'], s['epochs'])).name}.png",
+                 lambda tmp: plot(data, tmp))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study(lambda o: name(o.budget, o.width, o.epochs), __doc__, measure,
+                               render, Options, figures=figures))

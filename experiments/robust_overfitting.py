@@ -9,28 +9,34 @@ seed 0.
 
     python experiments/robust_overfitting.py            # about 15 minutes on 2 cores
     python experiments/robust_overfitting.py --seeds 0   # one seed
+    python experiments/robust_overfitting.py --report-only   # re-render from the JSON
 
 Writes experiments/results/: robust_overfitting.md (the table), .json, curves and landscape PNGs.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import shutil
 import statistics
 from pathlib import Path
 
 import torch
+from scaffold import StudyOptions, run_study
+
 
 from torchawp.attacks import PGD
 from torchawp.config.recipes import load_recipe
 from torchawp.evaluation.opened import open_run
+from torchawp.training.run import train
 from torchawp.weightspace.flatness import average_case_flatness, worst_case_flatness
 from torchawp.weightspace.landscape import landscape_1d, plot_landscapes_1d
-from torchawp.training.run import train
 
-HERE = Path(__file__).parent
+
+@dataclasses.dataclass
+class Options(StudyOptions):
+    # the seeds of each method; the landscape is the first seed's
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
 
 
 def config(method: str, seed: int, out: Path):
@@ -76,25 +82,13 @@ def render(results: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", default=str(HERE / "runs"))
-    p.add_argument("--report-only", action="store_true",
-                   help="re-render the table from results/robust_overfitting.json")
-    args = p.parse_args()
-    res_dir = HERE / "results"
-    if args.report_only:
-        print(render(json.loads((res_dir / "robust_overfitting.json").read_text())))
-        return
+def measure(opts: Options, runs: Path) -> dict:
     torch.set_num_threads(2)
-    out = Path(args.out)
     results = {}
     for method in ("at", "at-awp"):
-        for seed in args.seeds:
-            cfg = config(method, seed, out)
-            if (Path(cfg.out_dir) / "last.state.pt").exists():
-                cfg.resume = True
+        for seed in opts.seeds:
+            cfg = config(method, seed, runs)
+            cfg.resume = (Path(cfg.out_dir) / "last.state.pt").exists()
             run = train(cfg)
             best, last = run.best, run.last
             results[f"{method}_s{seed}"] = {
@@ -109,24 +103,25 @@ def main():
                 "flatness_last": flatness(run.run_dir, "last"),
             }
             print(method, seed, results[f"{method}_s{seed}"], flush=True)
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / "robust_overfitting.json").write_text(json.dumps(results, indent=2))
+    return results
 
-    # landscape of the first seed: AT vs AT-AWP, last checkpoints, the same directions
+
+def from_runs(opts: Options, results: dict, runs: Path, written) -> None:
+    """The first seed's training curves, and the robust weight landscapes of its last
+    checkpoints, AT beside AT-AWP along the same directions."""
     curves = []
     for method in ("at", "at-awp"):
-        model, splits, threat = open_run(out / f"{method}_s{args.seeds[0]}", "last", "cpu")
+        run_dir = runs / f"{method}_s{opts.seeds[0]}"
+        model, splits, threat = open_run(run_dir, "last", "cpu")
         x, y = splits.test.tensors(0, 300)
         attack = PGD(threat.norm, threat.eps, threat.step_size, 10)
         curves.append((method, landscape_1d(model, x, y, attack, directions=3, points=11)))
-        shutil.copy(out / f"{method}_s{args.seeds[0]}" / "curves.png",
-                    res_dir / f"curves_{method}.png")
-    plot_landscapes_1d(curves, res_dir / "landscape_last.png",
-                       "PGD-10 robust loss, digits test, last checkpoints, 3 directions")
-    text = render(results)
-    (res_dir / "robust_overfitting.md").write_text(text)
-    print(text)
+        written.file(f"curves_{method}.png",
+                     lambda tmp, src=run_dir / "curves.png": shutil.copyfile(src, tmp))
+    written.file("landscape_last.png", lambda tmp: plot_landscapes_1d(
+        curves, tmp, "PGD-10 robust loss, digits test, last checkpoints, 3 directions"))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_study("robust_overfitting", __doc__, measure, render, Options,
+                               from_runs=from_runs))

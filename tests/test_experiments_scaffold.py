@@ -65,3 +65,32 @@ def test_an_interrupted_study_resumes_its_own_runs_only(scaffold, tmp_path):
     assert ran == ["a", "b", "a"]
     other.done()
     assert not (tmp_path / ".s.partial.json").exists()
+
+
+def test_kept_runs_their_files_and_results_named_by_the_settings(scaffold, tmp_path):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Options(scaffold.StudyOptions):
+        budget: int = 500
+
+    def measure(opts, runs):
+        (runs / "run.txt").write_text(f"trained on {opts.budget}")
+        return {"budget": opts.budget}
+
+    def from_runs(opts, data, runs, written):  # drawn from the runs, while they exist
+        written.text("from_runs.txt", (runs / "run.txt").read_text())
+
+    def name(opts):
+        return "toy" if opts.budget == 500 else f"toy_pilots/b{opts.budget}"
+
+    runs = tmp_path / "runs"
+    render = lambda data: f"{data['budget']}\n"  # noqa: E731
+    scaffold.run_study(name, "A toy.", measure, render, Options, from_runs=from_runs,
+                       argv=["--runs-dir", str(runs), "--budget", "7"])
+    assert json.loads((tmp_path / "toy_pilots/b7.json").read_text()) == {"budget": 7}
+    assert (tmp_path / "toy_pilots/from_runs.txt").read_text() == "trained on 7"
+    assert (runs / "run.txt").is_file() and not (tmp_path / "toy.json").exists()
+    scaffold.run_study(name, "A toy.", measure, render, Options, from_runs=from_runs,
+                       argv=["--report-only", "--budget", "7"])  # the runs are not needed
+    assert (tmp_path / "toy_pilots/b7.md").read_text() == "7\n"

@@ -14,8 +14,7 @@ Writes experiments/results/anomaly.json and .md.
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import statistics
 import sys
 import time
@@ -23,17 +22,26 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 from aae import SETTINGS, contaminated, evaluate, train_detector  # noqa: E402
+from scaffold import StudyOptions, run_study  # noqa: E402
 
 from torchawp.data import load_splits  # noqa: E402
 from torchawp.errors import DataError  # noqa: E402
 from torchawp.runtime import cpu_name  # noqa: E402
 
-RESULTS = Path(__file__).parents[1] / "results" / "anomaly.json"
 CONTAMINATION = (0.0, 0.05, 0.1, 0.2)
 EPOCHS = {"digits": 100, "fashion-mnist": 20}
 N_NORMAL = 1000  # normal training images at most
+
+
+@dataclasses.dataclass
+class Options(StudyOptions):
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    # the normal class
+    normal: int = 0
+    # each one where its files are installed
+    datasets: list[str] = dataclasses.field(default_factory=lambda: ["digits", "fashion-mnist"])
 
 
 def mean_std(values) -> str:
@@ -69,47 +77,35 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--normal", type=int, default=0, help="the normal class")
-    p.add_argument("--datasets", nargs="+", default=["digits", "fashion-mnist"])
-    p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
-    if not args.report_only:
-        torch.set_num_threads(2)
-        start, runs, sizes, datasets = time.perf_counter(), [], {}, []
-        for dataset in args.datasets:
-            try:
-                splits = load_splits(dataset, val_size=0)
-            except DataError as exc:
-                print(f"skipping {dataset}: {exc}", flush=True)
-                continue
-            datasets.append(dataset)
-            x, y = splits.train.tensors(0, None)
-            xt, yt = splits.test.tensors(0, None)
-            sizes[dataset] = min(N_NORMAL, int((y == args.normal).sum()))
-            for c in CONTAMINATION:
-                for seed in args.seeds:
-                    images, anomaly = contaminated(x, y, args.normal, c, seed,
-                                                   n_normal=N_NORMAL)
-                    for setting in SETTINGS:
-                        model, keep = train_detector(images, setting, seed, EPOCHS[dataset])
-                        r = evaluate(model, images, xt, yt != args.normal)
-                        runs.append({"dataset": dataset, "contamination": c, "seed": seed,
+def measure(opts: Options, runs: Path) -> dict:
+    torch.set_num_threads(2)
+    start, measured, sizes, datasets = time.perf_counter(), [], {}, []
+    for dataset in opts.datasets:
+        try:
+            splits = load_splits(dataset, val_size=0)
+        except DataError as exc:
+            print(f"skipping {dataset}: {exc}", flush=True)
+            continue
+        datasets.append(dataset)
+        x, y = splits.train.tensors(0, None)
+        xt, yt = splits.test.tensors(0, None)
+        sizes[dataset] = min(N_NORMAL, int((y == opts.normal).sum()))
+        for c in CONTAMINATION:
+            for seed in opts.seeds:
+                images, anomaly = contaminated(x, y, opts.normal, c, seed, n_normal=N_NORMAL)
+                for setting in SETTINGS:
+                    model, keep = train_detector(images, setting, seed, EPOCHS[dataset])
+                    r = evaluate(model, images, xt, yt != opts.normal)
+                    measured.append({"dataset": dataset, "contamination": c, "seed": seed,
                                      "setting": setting.name, **r,
                                      "dropped": int((~keep).sum()),
                                      "dropped_anomalies": int((~keep & anomaly).sum())})
-                        print(dataset, c, seed, setting.name, r, flush=True)
-        data = {"cpu": cpu_name(), "minutes": (time.perf_counter() - start) / 60,
-                "normal": args.normal, "seeds": args.seeds, "datasets": datasets,
-                "contamination": list(CONTAMINATION), "settings": [s.name for s in SETTINGS],
-                "train_sizes": sizes, "runs": runs}
-        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
-        RESULTS.with_suffix(".md").write_text(render(data))
-    print(render(json.loads(RESULTS.read_text())))
-    return 0
+                    print(dataset, c, seed, setting.name, r, flush=True)
+    return {"cpu": cpu_name(), "minutes": (time.perf_counter() - start) / 60,
+            "normal": opts.normal, "seeds": opts.seeds, "datasets": datasets,
+            "contamination": list(CONTAMINATION), "settings": [s.name for s in SETTINGS],
+            "train_sizes": sizes, "runs": measured}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_study("anomaly", __doc__, measure, render, Options))
