@@ -4,7 +4,6 @@ element-wise box (Garg et al.), and report what it did."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import tyro
@@ -12,7 +11,8 @@ import tyro
 from ..config.ranges import bounded
 from ..errors import ConfigError
 from ..evaluation.opened import open_run
-from ..io.checkpoint import one_checkpoint, resolve_checkpoint, save_weights
+from ..io.checkpoint import one_checkpoint, save_weights
+from ..io.paths import beside
 from ..io.report import report
 from ..studies.backdoor import (AUTHORS_N_CLEAN, Trigger, backdoor_report, check_target,
                                 clean_images, render)
@@ -67,11 +67,9 @@ def cmd_backdoor(argv: list[str]) -> int:
     args = parse(BackdoorOptions, argv, "torchawp backdoor")
     args.which = one_checkpoint(args.path, args.which, "torchawp backdoor")
     trigger = Trigger.parse(args.trigger)
-    source = resolve_checkpoint(args.path, args.which)
-    base = Path(args.path) if Path(args.path).is_dir() else source.parent
-    out = Path(args.out_dir) if args.out_dir else base / (
+    out = beside(args.path, args.out_dir, (
         f"backdoor_{args.which}_{str(trigger).replace(':', '')}_t{args.target}_eps{args.budget:g}"
-        + ("rel" if args.relative else ""))
+        + ("rel" if args.relative else "")))
     if (out / WEIGHTS).exists():
         raise ConfigError(f"{out} already holds a backdoored model; pass another --out-dir or "
                           f"delete that directory")

@@ -45,10 +45,10 @@ def positional(metavar: str, annotation: Any = str):
     return typing.Annotated[annotation, tyro.conf.Positional, tyro.conf.arg(metavar=metavar)]
 
 
-def option(annotation: Any, help: str, *former: str):
-    """The type of an option several commands share, with its help (and former names), so
-    that every command spells and explains it the same way."""
-    return typing.Annotated[annotation, tyro.conf.arg(help=help, aliases=former or None)]
+def option(annotation: Any, help: str):
+    """The type of an option several commands share, with its help, so that every command
+    spells and explains it the same way."""
+    return typing.Annotated[annotation, tyro.conf.arg(help=help)]
 
 
 # a run directory or checkpoint, the argument most commands take first

@@ -12,6 +12,7 @@ import tyro
 from ..config.ranges import bounded
 from ..evaluation.opened import open_run
 from ..io.checkpoint import one_checkpoint
+from ..io.paths import beside
 from ..io.report import report
 from ..studies.concepts import Variant, concept_study, render
 from .common import DATA_DIR, DEVICE, ONE, PATH, log, parse
@@ -74,8 +75,7 @@ def cmd_concepts(argv: list[str]) -> int:
     model, splits, _ = opened
     path = Path(args.path)
     tag = "".join(c if c.isalnum() else "_" for c in Path(args.concept).name)
-    out = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent) / (
-        f"concepts_{args.which}_{args.layer}_{tag}_c{args.target}")
+    out = beside(path, args.out_dir, f"concepts_{args.which}_{args.layer}_{tag}_c{args.target}")
     study = concept_study(model, splits, args.layer, args.concept, args.target, variants,
                           args.seeds, args.n_concept, args.n_random, args.n_class, progress=log)
     study["source"] = {"path": str(path), "which": args.which,

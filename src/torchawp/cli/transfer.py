@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..evaluation.accuracy import EVAL_SEED
 from ..evaluation.opened import open_run
 from ..io.checkpoint import WHICH, one_checkpoint
+from ..io.paths import beside
 from ..io.report import report
 from ..plots import plot_transfer
 from ..studies.transfer import render, transfer_report
@@ -76,9 +77,7 @@ def cmd_transfer(argv: list[str]) -> int:
                           f"{target.splits.info.name}; transfer needs one dataset")
     if not regional:
         build_attack(args.attack, source.threat)  # an unknown name: one line before any work
-    src = Path(args.source)
-    out = Path(args.out_dir) if args.out_dir else (src if src.is_dir() else src.parent) / (
-        f"transfer_{Path(args.target).stem}_{args.attack}")
+    out = beside(args.source, args.out_dir, f"transfer_{Path(args.target).stem}_{args.attack}")
     with report(out, "transfer directory") as written:
         results = transfer_report(source, target, args.n_examples, args.attack, regions,
                                   args.steps, args.seed, log, (args.source, args.target))
@@ -87,7 +86,7 @@ def cmd_transfer(argv: list[str]) -> int:
         written.text("transfer.md", md)
         if regional:
             written.file("transfer.png", lambda tmp: plot_transfer(
-                results["rows"], tmp, f"{src.name} -> {Path(args.target).name}"))
+                results["rows"], tmp, f"{Path(args.source).name} -> {Path(args.target).name}"))
     print(md.split("\n", 2)[2].rstrip())
     print(f"report: {out / 'transfer.md'}, {out / 'transfer.json'}"
           + (f", {out / 'transfer.png'}" if regional else ""))

@@ -18,7 +18,7 @@ from ..attacks import Threat, build_attack
 from ..errors import ConfigError
 from ..io.checkpoint import (atomic_write, resolve_checkpoint, same_weights, tensor_digest,
                              whiches)
-from ..io.paths import exclusive_lock
+from ..io.paths import beside, exclusive_lock
 from ..studies.backdoor import backdoor_metrics, check_target
 from .accuracy import EVAL_BATCH_SIZE, EVAL_SEED, correct_mask
 from .checks import sanity_checks
@@ -239,7 +239,7 @@ def evaluate_run(path, which: str = "all", out_dir=None, device: str = "auto",
     best}`` for each such pair."""
     path = Path(path)
     selected = whiches(path, which)
-    out_dir = Path(out_dir) if out_dir else (path if path.is_dir() else path.parent)
+    out_dir = beside(path, out_dir)
     files = {w: resolve_checkpoint(path, w) for w in selected}
     same = {last: best for best, last in (("best", "last"), ("ema_best", "ema_last"))
             if best in files and last in files and same_weights(files[best], files[last])}

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import atomic_write, load, resolve_checkpoint, tensor_digest
+from .paths import beside
 from .robustbench import export_robustbench
 from ..errors import CheckpointError, ConfigError
 
@@ -58,7 +59,7 @@ def export_measured(path, which: str, name: str, model_dir, partial: bool = Fals
     from ..evaluation.opened import open_run
 
     source = resolve_checkpoint(path, which)
-    report = (Path(path) if Path(path).is_dir() else source.parent) / "eval.json"
+    report = beside(path, name="eval.json")
     rows = json.loads(report.read_text()) if report.is_file() else []
     row = next((r for r in rows if r.get("which") == which), None)
     if row is None:

@@ -88,3 +88,13 @@ def output_files(option: str, paths, overwrite: bool = False) -> None:
         if path.exists() and not overwrite:
             raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose "
                               f"another {option}")
+
+
+def beside(path, out_dir=None, name: str = "") -> Path:
+    """Where a command writes what it measured of ``path`` (a run directory or a checkpoint
+    file): ``out_dir`` if given, else the run directory or the checkpoint's folder, with
+    ``name`` below it."""
+    if out_dir:
+        return Path(out_dir)
+    path = Path(path)
+    return (path if path.is_dir() else path.parent) / name
