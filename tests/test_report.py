@@ -33,3 +33,20 @@ def test_a_file_in_the_way_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="f is a file"):
         with report(tmp_path / "f" / "out", "--out-dir"):
             pass
+
+
+def test_eval_prints_what_it_measured_for_every_row_it_measured_and_not_for_a_copy():
+    """A run whose last epoch was its best, but whose weight average changed after its best:
+    ``last`` is a copy of ``best``, ``ema_last`` is measured, and its checks are said."""
+    from torchawp.evaluation.report import summary
+
+    def row(which):
+        return {"which": which, "epoch": 3, "dataset": "digits", "n": 10,
+                "threat_model": {"norm": "linf", "eps": 0.1}, "accuracy": {"pgd20": 0.5},
+                "robust_acc": 0.5, "gap": 0.1, "attacks": ["pgd20"], "cascade": [],
+                "checks": [{"status": "pass", "name": "steps", "detail": f"{which} fine"}]}
+
+    text = summary("runs/r", [row(w) for w in ("best", "last", "ema_best", "ema_last")],
+                   ["pgd20"], copied={"last"})
+    assert "ema_last steps: ema_last fine" in text and "last steps: last fine" not in text
+    assert "best steps: best fine" in text and "AutoAttack not run" in text

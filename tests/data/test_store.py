@@ -370,3 +370,10 @@ def test_a_store_imported_from_nan_images_is_refused_at_open(tmp_path, digits_st
     (bad / "card.json").write_text(json.dumps(card))
     with pytest.raises(DataError, match="imported from images with NaN"):
         open_store(bad)
+
+
+def test_data_info_prints_the_card_in_a_few_lines(digits_store):
+    result = cli("data", "info", digits_store)
+    assert result.returncode == 0
+    assert "train: 1,203 images" in result.stdout and "test: 594 images" in result.stdout
+    assert "images 1 x 8 x 8 (C x H x W), 10 classes" in result.stdout
