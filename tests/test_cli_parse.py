@@ -57,7 +57,7 @@ def test_help_shows_hyphens_and_the_error_table_knows_every_option(capsys, comma
     (["concepts", "x", "--layer", "l", "--concept", "c", "--class", "1", "--n_concept", "2"],
      "--n-concept must be an integer >= 3 (got 2)"),
     (["pseudo-label", "x", "--out", "o.npz", "--min_confidence", "2"],
-     "--min-confidence must be a number in [0, 1] (got 2.0)"),
+     "--min-confidence must be a number >= 0 and <= 1 (got 2.0)"),
     (["data", "import", "s.npz", "--out_dir", "o", "--num_classes", "0"],
      "--num-classes must be an integer >= 1 (got 0)"),
     (["export", "x", "--model_dir"], "--model-dir needs a value: text"),

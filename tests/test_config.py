@@ -93,3 +93,37 @@ def test_a_run_is_validated_once_and_a_changed_config_again(tmp_path, monkeypatc
     valid.data.batch_size = 0  # a validated config changed afterwards is checked again
     with pytest.raises(ConfigError, match="data.batch_size must be an integer >= 1"):
         validate(valid)
+
+
+@pytest.mark.parametrize("field, bad, allowed", [
+    ("epochs", 0, "an integer >= 1"), ("beta", -1.0, ">= 0"),
+    ("keep_checkpoints", -1, "an integer >= 0 (0 keeps none)"), ("threads", 0, ">= 1"),
+    ("ema", 1.0, "a decay in (0, 1), such as 0.995, or null (no weight average)"),
+    ("data.batch_size", 0, "an integer >= 1"),
+    ("data.image_size", 0, "None or an integer >= 1"), ("data.val_size", -1, ">= 0"),
+    ("data.crop_pad", -1, "an integer >= 0 (pixels)"),
+    ("data.train_subset", 0, "None or >= 1"),
+    ("data.extra_fraction", 1.0, "in (0, 1): the share of every batch drawn from "
+                                 "data.extra_data"),
+    ("attack.eps", 8.0, "in [0, 1] (pixel units; 8/255 = 0.0314)"),
+    ("attack.step_size", -0.1, "in [0, 1] (pixel units)"), ("attack.steps", -1, "an integer >= 0"),
+    ("awp.gamma", -1.0, ">= 0"), ("awp.warmup_epochs", -1, ">= 0"),
+    ("perturbation.rho", 0.0, "> 0"), ("perturbation.threshold", 0.0, "> 0 (the authors' 1.7)"),
+    ("consistency.weight", -1.0, ">= 0 (0: off; the authors' 1.0)"),
+    ("optim.lr", 0.0, "> 0"), ("optim.momentum", 1.0, "in [0, 1)"),
+    ("optim.lr_decay", 0.0, "in (0, 1]"),
+    ("optim.label_smoothing", 1.0, "in [0, 1) (0.1 in Wang et al.'s recipe)"),
+    ("eval.restarts", 0, "an integer >= 1"), ("eval.max_examples", 0, "None or >= 1"),
+    ("eval.flatness_samples", 0, ">= 1"),
+])
+def test_every_range_is_declared_beside_its_default_and_said_in_one_line(field, bad, allowed):
+    """One range system (config.ranges.bounded) for the config and the commands; what each
+    field allows is said as the config always said it."""
+    import functools
+
+    cfg = load_recipe()
+    *groups, name = field.split(".")
+    setattr(functools.reduce(getattr, groups, cfg), name, bad)
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value) == f"{field} must be {allowed} (got {bad!r})"

@@ -118,8 +118,8 @@ def test_consistency_trains_with_every_method_and_weight_perturbation(tmp_path, 
      "standard crafts no adversarial examples"),
     (["--consistency.weight", "1"], "the run does not augment digits (data.augment auto)"),
     (["--consistency.weight", "1", "--data.augment", "none"], "data.augment none"),
-    (["--consistency.weight", "-1"], "consistency.weight must be a number >= 0"),
-    (["--consistency.temperature", "0"], "consistency.temperature must be a number > 0"),
+    (["--consistency.weight", "-1"], "consistency.weight must be >= 0"),
+    (["--consistency.temperature", "0"], "consistency.temperature must be > 0"),
 ])
 def test_consistency_that_would_do_nothing_is_refused(capsys, args, message):
     code, out, err = run_cli(capsys, "train", *args, "--dry-run")

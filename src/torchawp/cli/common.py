@@ -322,7 +322,7 @@ def check_ranges(args) -> None:
     for name, path, f, hint, _, _ in _fields(type(args)):
         if "range" in f.metadata:
             f.metadata["range"].check(f"--{name}", functools.reduce(getattr, path, args),
-                                      is_integer(hint))
+                                      is_integer(hint), option=True)
 
 
 class Ticker:

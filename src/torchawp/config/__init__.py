@@ -77,18 +77,19 @@ class DataConfig:
 
     name: Annotated[str, shared("dataset", "--data.name")] = "cifar10"
     data_dir: Annotated[Optional[str], shared("data-dir", "--data.data-dir")] = None
-    image_size: Optional[int] = bounded(None, 1)
+    image_size: Optional[int] = bounded(None, 1, says="None or an integer >= 1")
     batch_size: int = bounded(128, 1)
-    val_size: int = bounded(1000, 0)
+    val_size: int = bounded(1000, 0, says=">= 0")
     split_seed: int = 0
     augment: Augment = "auto"
     crop_pad: int = bounded(4, 0, note="pixels")
     crop_padding: CropPadding = "zero"
-    train_subset: Optional[int] = bounded(None, 1)
+    train_subset: Optional[int] = bounded(None, 1, says="None or >= 1")
     extra_data: Optional[str] = None
     self_label_epochs: int = bounded(20, 1)
-    extra_fraction: float = bounded(0.5, 0, strict=True, high=1, high_strict=True,
-                                    note="the share of every batch drawn from data.extra_data")
+    extra_fraction: float = bounded(
+        0.5, 0, strict=True, high=1, high_strict=True,
+        says="in (0, 1): the share of every batch drawn from data.extra_data")
 
 
 @dataclass
@@ -138,7 +139,7 @@ class AWPConfig:
     """
 
     gamma: Optional[float] = bounded(None, 0)
-    warmup_epochs: Optional[int] = bounded(None, 0)
+    warmup_epochs: Optional[int] = bounded(None, 0, says=">= 0")
     steps: int = bounded(1, 1)
     scale: AWPScale = "layer"
     params: AWPParams = "weights"
@@ -247,13 +248,13 @@ class EvalConfig:
     steps: int = bounded(20, 0)
     restarts: Annotated[int, shared("attack-restarts", "--eval.restarts")] = bounded(1, 1)
     max_examples: Annotated[Optional[int], shared("n-examples", "--eval.max-examples")] = \
-        bounded(None, 1)
-    train_examples: int = bounded(1000, 0)
+        bounded(None, 1, says="None or >= 1")
+    train_examples: int = bounded(1000, 0, says=">= 0")
     every: int = bounded(1, 1)
     curve_every: int = bounded(1, 1)
     flatness_every: Annotated[int, tyro.conf.arg(aliases=("--probe-flatness-every",))] = \
         bounded(0, 0)
-    flatness_samples: int = bounded(3, 1)
+    flatness_samples: int = bounded(3, 1, says=">= 1")
 
 
 @dataclass
@@ -307,15 +308,16 @@ class TrainConfig:
     precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
-    threads: Optional[int] = bounded(None, 1)
+    threads: Optional[int] = bounded(None, 1, says=">= 1")
     out_dir: Optional[str] = None
     resume: bool = False
     progress: bool = True
     skip_nonfinite: bool = False
     bn_updates: BNUpdates = "training"
     keep_checkpoints: int = bounded(0, 0, note="0 keeps none")
-    ema: Optional[float] = bounded(None, 0, strict=True, high=1, high_strict=True,
-                                   note="a decay such as 0.995, or null: no weight average")
+    ema: Optional[float] = bounded(
+        None, 0, strict=True, high=1, high_strict=True,
+        says="a decay in (0, 1), such as 0.995, or null (no weight average)")
     data: DataConfig = field(default_factory=DataConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     awp: AWPConfig = field(default_factory=AWPConfig)
