@@ -106,3 +106,6 @@ if __name__ == "__main__":
     which, out = sys.argv[1], Path(sys.argv[2])
     state = {"hf": run_hf, "lightning": run_lightning}[which](out)
     torch.save(state, out / f"{which}_rank{os.environ.get('RANK', 0)}.pt")
+    if torch.distributed.is_initialized():  # the trainers leave their process group open: a
+        torch.distributed.barrier()  # rank that exits while the other still talks to it
+        torch.distributed.destroy_process_group()  # aborts under load (gloo's threads)
