@@ -292,8 +292,8 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
     values are the defaults, such as a recipe's; ``description``: the help's, instead of the
     dataclass's docstring). Former spellings are read with a notice
     (:func:`current_spellings`); anything refused is one :class:`ConfigError` line
-    (:func:`explain`), a value out of its range too (``check``: :func:`check_ranges`; the
-    config of ``train`` is checked by ``validate``, in the config's own names)."""
+    (:func:`explain`), a value out of its range too (``check``: :func:`_check_option_ranges`;
+    the config of ``train`` is checked by ``validate``, in the config's own names)."""
     kwargs = dict(prog=prog, registry=REGISTRY, description=description,
                   default=tyro.MISSING_NONPROP if default is None else default)
     if any(a in ("-h", "--help") for a in argv):
@@ -312,11 +312,11 @@ def parse(cls, argv: list[str], prog: str, default: Any = None,
             reason = f"the arguments could not be read (see above; {prog} --help lists them)"
         raise ConfigError(reason) from None
     if check:
-        check_ranges(args)
+        _check_option_ranges(args)
     return args
 
 
-def check_ranges(args) -> None:
+def _check_option_ranges(args) -> None:
     """Every :func:`~torchawp.config.ranges.bounded` field of ``args`` in its range, named as
     the command line spells it."""
     for name, path, f, hint, _, _ in _fields(type(args)):
